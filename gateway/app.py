@@ -1,0 +1,64 @@
+"""``create_app(settings) -> Litestar``: wires plugins, routes and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from gateway.api import health
+from gateway.api.problems import exception_handlers
+from gateway.runtime import Runtime
+from gateway.settings import Settings, load_settings
+
+__all__ = ["create_app", "create_app_from_env"]
+
+API_DESCRIPTION = """
+The one API through which the province's dossier system reaches the national systems.
+Every command takes an `Idempotency-Key`; every error is an RFC 9457 problem document.
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""
+
+
+def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litestar:
+    runtime = Runtime.build(settings, sandbox_url=sandbox_url)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    async def provide_runtime() -> Runtime:
+        return runtime
+
+    app = Litestar(
+        route_handlers=[*health.routes],
+        dependencies={"runtime": Provide(provide_runtime, use_cache=True)},
+        exception_handlers=exception_handlers(),
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="dvc-gateway",
+            version="1",
+            description=API_DESCRIPTION.strip(),
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        request_max_body_size=settings.server.max_body_bytes,
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for uvicorn (``--processes``): settings from GATEWAY_CONFIG and the environment."""
+    import os
+
+    return create_app(load_settings(), sandbox_url=os.environ.get("GATEWAY_SANDBOX_URL") or None)
