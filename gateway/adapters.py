@@ -235,7 +235,8 @@ class AdapterRegistry:
         for capability, name in settings.capabilities.items():
             if name not in self.configs:
                 raise ConfigurationError(
-                    f"capabilities.{capability}: adapter {name!r} is not configured under [adapters]"
+                    f"capabilities.{capability}: adapter {name!r} "
+                    "is not configured under [adapters]"
                 )
             if capability not in self.available[name].capabilities:
                 raise ConfigurationError(

@@ -136,7 +136,9 @@ class GatewayError(Exception):
     def type_uri(self) -> str:
         return PROBLEM_TYPE_BASE + self.slug
 
-    def problem(self, *, instance: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    def problem(
+        self, *, instance: str | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
         """The RFC 9457 body for this error."""
         body: dict[str, Any] = {
             "type": self.type_uri,

@@ -207,7 +207,18 @@ class WebhookSettings(StrictModel):
     endpoints: list[WebhookEndpointSettings] = Field(default_factory=list)
     #: seconds before each attempt: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
     retry_schedule: list[float] = Field(
-        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+        default_factory=lambda: [
+            0.0,
+            5.0,
+            300.0,
+            1800.0,
+            7200.0,
+            18000.0,
+            36000.0,
+            50400.0,
+            72000.0,
+            86400.0,
+        ]
     )
     timeout: float = Field(10.0, gt=0)
     #: tolerance for the receiver's timestamp check, documented for receivers

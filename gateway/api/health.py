@@ -13,8 +13,12 @@ async def live() -> dict[str, str]:
     return {"status": "up"}
 
 
-@get("/health/ready", tags=["health"], summary="Store reachable and workers running",
-     opt={"anonymous": True})
+@get(
+    "/health/ready",
+    tags=["health"],
+    summary="Store reachable and workers running",
+    opt={"anonymous": True},
+)
 async def ready(runtime: Runtime) -> Response[dict[str, str]]:
     ok = runtime.started and await runtime.store.ping()
     return Response(

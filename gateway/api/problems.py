@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
@@ -52,8 +52,9 @@ def _from_litestar(exc: HTTPException) -> GatewayError:
             if isinstance(item, Mapping):
                 errors.append(FieldError(_pointer(item.get("key")), str(item.get("message"))))
         if errors:
-            return ValidationFailed("; ".join(f"{e.pointer}: {e.message}" for e in errors),
-                                    errors=errors)
+            return ValidationFailed(
+                "; ".join(f"{e.pointer}: {e.message}" for e in errors), errors=errors
+            )
         return InvalidRequest(str(exc.detail))
     if exc.status_code == 404:
         return NotFound("No such resource")

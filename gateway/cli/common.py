@@ -42,7 +42,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def settings_from_context(ctx: click.Context, config: Path | None = None, **overrides: Any) -> Settings:
+def settings_from_context(
+    ctx: click.Context, config: Path | None = None, **overrides: Any
+) -> Settings:
     """Load settings for a command; exit 2 naming the bad key and the reason."""
     path = config or (ctx.find_root().obj or {}).get("config")
     try:

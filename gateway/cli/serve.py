@@ -1,8 +1,7 @@
-"""``gateway serve`` and ``gateway check-config``."""
+"""``gateway serve``: the HTTP server (and, with --sandbox, the simulators)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -43,12 +42,3 @@ def serve(
     except ConfigurationError as exc:
         fail(exc.detail, EXIT_USAGE)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_config=None)
-
-
-@click.command("check-config")
-@config_option
-@click.pass_context
-def check_config(ctx: click.Context, config: Path | None) -> None:
-    """Print the effective configuration, secrets redacted; exit 2 naming a bad key."""
-    settings = settings_from_context(ctx, config)
-    click.echo(json.dumps(settings.model_dump(mode="json"), indent=2, ensure_ascii=False))

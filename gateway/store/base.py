@@ -135,7 +135,7 @@ class QueueStats:
     oldest_due_age: float | None
 
 
-class QueueFull(Exception):  # noqa: N818 - a signal between store and jobs, not an API error
+class QueueFull(Exception):
     """The kind's bounded queue is at its limit; the caller answers 503 with Retry-After."""
 
 
@@ -169,7 +169,12 @@ class JobStore(ABC):
 
     @abstractmethod
     async def ack(
-        self, job_id: str, owner: str, *, now: float, attempt: Attempt,
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        now: float,
+        attempt: Attempt,
         result: dict[str, Any] | None = None,
     ) -> bool:
         """Mark SUCCEEDED, recording the attempt."""
@@ -314,7 +319,9 @@ class AuditStore(ABC):
     async def query(self, q: AuditQuery) -> list[AuditRecord]: ...
 
     @abstractmethod
-    def iterate(self, *, from_seq: int = 1, to_seq: int | None = None) -> AsyncIterator[AuditRecord]:
+    def iterate(
+        self, *, from_seq: int = 1, to_seq: int | None = None
+    ) -> AsyncIterator[AuditRecord]:
         """All records in seq order (for verify and export), streamed."""
 
     @abstractmethod
