@@ -170,6 +170,11 @@ class Adapter:
         """A cheap call proving the national system answers (health)."""
         return ProbeResult(ok=True, detail="no probe defined")
 
+    def certificate_days_left(self) -> float | None:
+        """Days until the soonest expiry among the certificates this adapter relies on
+        (its peer's pinned certificate, its client certificate); None when it uses none."""
+        return None
+
     @classmethod
     def simulator(cls, ctx: SimulatorContext) -> ASGIApp | None:
         """A faithful fake of the system for the sandbox, demo and tests."""
