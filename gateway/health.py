@@ -1,0 +1,272 @@
+"""Per-system health: active probes plus passive figures from live traffic.
+
+Every instance runs a :class:`HealthMonitor`. The instance holding the ``health-prober`` lock
+runs each adapter's probe on ``ops.probe_interval_seconds`` and stores the result, so every
+instance shows the same answer. Each instance also publishes its own outbound figures
+(latency, error rate, last success and failure) under its instance id; readers merge them.
+:func:`assess` turns the figures into up / degraded / down with a reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+__all__ = ["HealthMonitor", "PassiveFigures", "ProbeRecord", "SystemHealth", "assess"]
+
+log = structlog.get_logger(__name__)
+
+State = Literal["up", "degraded", "down", "unknown"]
+
+PROBE_KEY = "health:probe:"
+PASSIVE_KEY = "health:passive:"
+PROBER_LOCK = "health-prober"
+
+#: thresholds for "degraded"; deliberately simple and documented in docs/operations.md
+ERROR_RATE_DEGRADED = 0.05
+ERROR_RATE_DOWN = 0.5
+P95_DEGRADED_MS = 3000.0
+CERT_WARNING_DAYS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    ok: bool
+    at: float
+    latency_ms: float | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveFigures:
+    calls_5m: int = 0
+    errors_5m: int = 0
+    calls_1h: int = 0
+    errors_1h: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_failure_reason: str | None = None
+
+    @property
+    def error_rate_5m(self) -> float | None:
+        return self.errors_5m / self.calls_5m if self.calls_5m else None
+
+    @property
+    def error_rate_1h(self) -> float | None:
+        return self.errors_1h / self.calls_1h if self.calls_1h else None
+
+    @staticmethod
+    def merge(parts: list[PassiveFigures]) -> PassiveFigures:
+        """Combine instances: counts add up; latency takes the worst instance (conservative)."""
+        if not parts:
+            return PassiveFigures()
+        successes = [p.last_success for p in parts if p.last_success]
+        failures = [p for p in parts if p.last_failure]
+        latest_failure = max(failures, key=lambda p: p.last_failure or 0.0) if failures else None
+        p50s = [p.p50_ms for p in parts if p.p50_ms is not None]
+        p95s = [p.p95_ms for p in parts if p.p95_ms is not None]
+        return PassiveFigures(
+            calls_5m=sum(p.calls_5m for p in parts),
+            errors_5m=sum(p.errors_5m for p in parts),
+            calls_1h=sum(p.calls_1h for p in parts),
+            errors_1h=sum(p.errors_1h for p in parts),
+            p50_ms=max(p50s) if p50s else None,
+            p95_ms=max(p95s) if p95s else None,
+            last_success=max(successes) if successes else None,
+            last_failure=latest_failure.last_failure if latest_failure else None,
+            last_failure_reason=latest_failure.last_failure_reason if latest_failure else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SystemHealth:
+    name: str
+    title: str
+    state: State
+    reason: str | None
+    circuit: str
+    probe_ok: bool | None
+    probe_at: float | None
+    probe_latency_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    error_rate_5m: float | None
+    error_rate_1h: float | None
+    last_success: float | None
+    last_failure: float | None
+    last_failure_reason: str | None
+    cert_days_left: float | None
+
+    @property
+    def error_rate_5m_pct(self) -> float | None:
+        return None if self.error_rate_5m is None else self.error_rate_5m * 100
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def assess(
+    probe: ProbeRecord | None,
+    passive: PassiveFigures,
+    circuit: str,
+    cert_days_left: float | None,
+    *,
+    now: float,
+    probe_interval: float,
+) -> tuple[State, str | None]:
+    """up / degraded / down with the first reason that applies, worst first."""
+    if circuit == "open":
+        return "down", "circuit open: calls are paused after repeated failures"
+    if probe is not None and not probe.ok:
+        return "down", f"probe failed: {probe.detail or 'no answer'}"
+    rate = passive.error_rate_5m
+    if rate is not None and passive.calls_5m >= 5 and rate >= ERROR_RATE_DOWN:
+        return "down", f"{rate:.0%} of calls failed in the last 5 minutes"
+    if cert_days_left is not None and cert_days_left < 0:
+        return "down", "certificate expired"
+    if probe is None and passive.calls_5m == 0:
+        return "unknown", "no probe result yet"
+    if circuit == "half_open":
+        return "degraded", "circuit half-open: probing recovery"
+    if rate is not None and rate >= ERROR_RATE_DEGRADED:
+        return "degraded", f"{rate:.0%} of calls failed in the last 5 minutes"
+    if passive.p95_ms is not None and passive.p95_ms >= P95_DEGRADED_MS:
+        return "degraded", f"slow: p95 {passive.p95_ms:.0f} ms"
+    if probe is not None and probe.latency_ms is not None and probe.latency_ms >= P95_DEGRADED_MS:
+        return "degraded", f"slow probe: {probe.latency_ms:.0f} ms"
+    if cert_days_left is not None and cert_days_left < CERT_WARNING_DAYS:
+        return "degraded", f"certificate expires in {cert_days_left:.0f} days"
+    if probe is not None and now - probe.at > probe_interval * 4:
+        return "degraded", "probe result is stale"
+    return "up", None
+
+
+class HealthMonitor:
+    """Runs probes (lock holder only), publishes passive figures, and answers snapshots."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.interval = runtime.settings.ops.probe_interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    # -- writing ---------------------------------------------------------------------------
+    async def probe_all(self) -> None:
+        store = self.runtime.store
+        for name, adapter in self.runtime.registry.instances.items():
+            started = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(adapter.probe(), timeout=max(1.0, self.interval))
+                record = ProbeRecord(
+                    ok=result.ok,
+                    at=time.time(),
+                    latency_ms=result.latency_ms
+                    if result.latency_ms is not None
+                    else (time.perf_counter() - started) * 1000,
+                    detail=result.detail,
+                )
+            except TimeoutError:
+                record = ProbeRecord(ok=False, at=time.time(), detail="probe timed out")
+            except Exception as exc:  # a probe must never take the monitor down
+                detail = getattr(exc, "detail", None) or type(exc).__name__
+                record = ProbeRecord(ok=False, at=time.time(), detail=str(detail)[:200])
+            await store.set(
+                PROBE_KEY + name,
+                json.dumps(asdict(record)).encode(),
+                ttl=self.interval * 20,
+            )
+
+    async def publish_passive(self) -> None:
+        store = self.runtime.store
+        for name, figures in self.runtime.outbound_figures().items():
+            await store.set(
+                f"{PASSIVE_KEY}{name}:{self.instance_id}",
+                json.dumps(asdict(figures)).encode(),
+                ttl=self.interval * 4,
+            )
+
+    async def tick(self) -> None:
+        token = await self.runtime.store.acquire_lock(
+            PROBER_LOCK, self.instance_id, ttl=self.interval * 3
+        )
+        if token is not None:
+            await self.probe_all()
+        await self.publish_passive()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception as exc:  # the store may be down; readiness reports that
+                log.warning("health tick failed", error=type(exc).__name__)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="health-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.runtime.store.release_lock(PROBER_LOCK, self.instance_id)
+
+    # -- reading ---------------------------------------------------------------------------
+    async def snapshot(self) -> list[SystemHealth]:
+        store = self.runtime.store
+        now = time.time()
+        passive_raw = await store.scan(PASSIVE_KEY)
+        out: list[SystemHealth] = []
+        for name, adapter in sorted(self.runtime.registry.instances.items()):
+            raw = await store.get(PROBE_KEY + name)
+            probe = ProbeRecord(**json.loads(raw)) if raw else None
+            parts = [
+                PassiveFigures(**json.loads(v))
+                for k, v in passive_raw.items()
+                if k.startswith(f"{PASSIVE_KEY}{name}:")
+            ]
+            passive = PassiveFigures.merge(parts)
+            circuit = await self.runtime.circuit_state(name)
+            cert_days = adapter.certificate_days_left()
+            state, reason = assess(
+                probe, passive, circuit, cert_days, now=now, probe_interval=self.interval
+            )
+            lang_title = getattr(adapter, "title_vi", None) or getattr(adapter, "title", name)
+            out.append(
+                SystemHealth(
+                    name=name,
+                    title=str(lang_title),
+                    state=state,
+                    reason=reason,
+                    circuit=circuit,
+                    probe_ok=probe.ok if probe else None,
+                    probe_at=probe.at if probe else None,
+                    probe_latency_ms=probe.latency_ms if probe else None,
+                    p50_ms=passive.p50_ms,
+                    p95_ms=passive.p95_ms,
+                    error_rate_5m=passive.error_rate_5m,
+                    error_rate_1h=passive.error_rate_1h,
+                    last_success=passive.last_success or (probe.at if probe and probe.ok else None),
+                    last_failure=passive.last_failure
+                    or (probe.at if probe and not probe.ok else None),
+                    last_failure_reason=passive.last_failure_reason
+                    or (probe.detail if probe and not probe.ok else None),
+                    cert_days_left=cert_days,
+                )
+            )
+        return out

@@ -1,0 +1,40 @@
+"""Vietnamese display conventions: times in Asia/Ho_Chi_Minh, numbers with Vietnamese separators."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+__all__ = ["VN_TZ", "format_duration", "format_number", "format_time"]
+
+VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def format_time(epoch: float | None) -> str:
+    """``dd/MM/yyyy HH:mm:ss`` in Vietnam's time zone; an em dash when unknown."""
+    if epoch is None:
+        return "—"
+    return datetime.fromtimestamp(epoch, UTC).astimezone(VN_TZ).strftime("%d/%m/%Y %H:%M:%S")
+
+
+def format_number(value: float | int | None, decimals: int = 0) -> str:
+    """``1.234.567`` and ``12,5``: dots group thousands, a comma marks decimals."""
+    if value is None:
+        return "—"
+    text = f"{value:,.{decimals}f}"  # 1,234,567.89
+    return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short age: ``45 s``, ``12 ph``, ``3 giờ``, ``2 ngày`` (language-neutral units added
+    by the template through the translation table would be heavier than this is worth)."""
+    if seconds is None:
+        return "—"
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min"
+    if s < 172800:
+        return f"{s // 3600} h"
+    return f"{s // 86400} d"

@@ -1,0 +1,136 @@
+"""Translations of the dashboard: Vietnamese first (ops staff), English on request.
+
+Keys are English identifiers; a missing translation falls back to English, then to the key,
+so a page never breaks for a forgotten string (a unit test checks both tables have every key).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["LANGUAGES", "MESSAGES", "Language", "translate"]
+
+Language = Literal["vi", "en"]
+LANGUAGES: tuple[Language, ...] = ("vi", "en")
+
+MESSAGES: dict[str, dict[Language, str]] = {
+    "app_title": {"vi": "Cổng tích hợp DVC — Vận hành", "en": "DVC gateway — Operations"},
+    "nav_overview": {"vi": "Tổng quan", "en": "Overview"},
+    "nav_dead_letters": {"vi": "Việc lỗi", "en": "Dead letters"},
+    "nav_audit": {"vi": "Nhật ký trao đổi", "en": "Exchange log"},
+    "nav_dossier": {"vi": "Hồ sơ", "en": "Dossier"},
+    "sign_in": {"vi": "Đăng nhập", "en": "Sign in"},
+    "sign_out": {"vi": "Đăng xuất", "en": "Sign out"},
+    "api_key": {"vi": "Khóa truy cập (API key)", "en": "API key"},
+    "sign_in_hint": {
+        "vi": "Dùng khóa có quyền ops:read (thêm ops:write để chạy lại hoặc hủy việc lỗi).",
+        "en": "Use a key with ops:read (and ops:write to replay or discard dead letters).",
+    },
+    "bad_key": {"vi": "Khóa không hợp lệ.", "en": "Invalid key."},
+    "no_ops_scope": {
+        "vi": "Khóa này không có quyền ops:read.",
+        "en": "This key lacks the ops:read scope.",
+    },
+    "signed_in_as": {"vi": "Đăng nhập với", "en": "Signed in as"},
+    "systems": {"vi": "Hệ thống quốc gia", "en": "National systems"},
+    "state_up": {"vi": "Hoạt động", "en": "Up"},
+    "state_degraded": {"vi": "Suy giảm", "en": "Degraded"},
+    "state_down": {"vi": "Ngừng", "en": "Down"},
+    "state_unknown": {"vi": "Chưa rõ", "en": "Unknown"},
+    "reason": {"vi": "Lý do", "en": "Reason"},
+    "latency": {"vi": "Độ trễ p50 / p95", "en": "Latency p50 / p95"},
+    "error_rate": {"vi": "Tỉ lệ lỗi (5 phút)", "en": "Error rate (5 min)"},
+    "circuit": {"vi": "Cầu dao", "en": "Circuit"},
+    "circuit_closed": {"vi": "Đóng (bình thường)", "en": "Closed (normal)"},
+    "circuit_open": {"vi": "Mở (tạm ngừng gọi)", "en": "Open (calls paused)"},
+    "circuit_half_open": {"vi": "Nửa mở (thử lại)", "en": "Half-open (probing)"},
+    "last_success": {"vi": "Thành công gần nhất", "en": "Last success"},
+    "last_failure": {"vi": "Lỗi gần nhất", "en": "Last failure"},
+    "cert_days": {"vi": "Chứng thư số còn (ngày)", "en": "Certificate days left"},
+    "last_probe": {"vi": "Kiểm tra gần nhất", "en": "Last probe"},
+    "queues": {"vi": "Hàng đợi", "en": "Queues"},
+    "job_kind": {"vi": "Loại việc", "en": "Job kind"},
+    "queued": {"vi": "Đang chờ", "en": "Queued"},
+    "oldest_age": {"vi": "Việc cũ nhất", "en": "Oldest job"},
+    "in_flight": {"vi": "Đang chạy", "en": "In flight"},
+    "dead": {"vi": "Lỗi", "en": "Dead"},
+    "webhooks": {"vi": "Điểm nhận webhook", "en": "Webhook endpoints"},
+    "endpoint": {"vi": "Điểm nhận", "en": "Endpoint"},
+    "wh_delivering": {"vi": "Đang gửi tốt", "en": "Delivering"},
+    "wh_failing": {"vi": "Đang lỗi", "en": "Failing"},
+    "wh_disabled": {"vi": "Đã tắt", "en": "Disabled"},
+    "none": {"vi": "Không có", "en": "None"},
+    "auto_refresh": {"vi": "Tự làm mới mỗi 5 giây", "en": "Refreshes every 5 seconds"},
+    "filter": {"vi": "Lọc", "en": "Filter"},
+    "system": {"vi": "Hệ thống", "en": "System"},
+    "all": {"vi": "Tất cả", "en": "All"},
+    "attempts": {"vi": "Các lần thử", "en": "Attempts"},
+    "held_back": {"vi": "Việc bị giữ lại phía sau", "en": "Jobs held back behind it"},
+    "replay": {"vi": "Chạy lại", "en": "Replay"},
+    "discard": {"vi": "Hủy", "en": "Discard"},
+    "confirm_replay": {
+        "vi": "Chạy lại việc này? Hãy chắc chắn nguyên nhân đã được khắc phục.",
+        "en": "Replay this job? Make sure the cause has been fixed.",
+    },
+    "confirm_discard": {
+        "vi": "Hủy việc này? Việc bị hủy sẽ không được gửi đi nữa.",
+        "en": "Discard this job? It will never be delivered.",
+    },
+    "replayed": {"vi": "Đã đưa việc vào hàng đợi để chạy lại.", "en": "The job was queued again."},
+    "discarded": {"vi": "Đã hủy việc.", "en": "The job was discarded."},
+    "not_dead": {
+        "vi": "Việc này không còn ở trạng thái lỗi.",
+        "en": "This job is no longer a dead letter.",
+    },
+    "no_dead_letters": {"vi": "Không có việc lỗi.", "en": "No dead letters."},
+    "created": {"vi": "Tạo lúc", "en": "Created"},
+    "time": {"vi": "Thời điểm", "en": "Time"},
+    "operation": {"vi": "Thao tác", "en": "Operation"},
+    "outcome": {"vi": "Kết quả", "en": "Outcome"},
+    "status": {"vi": "Mã HTTP", "en": "HTTP status"},
+    "actor": {"vi": "Bên gọi", "en": "Caller"},
+    "request_id": {"vi": "Mã yêu cầu", "en": "Request id"},
+    "dossier_code": {"vi": "Mã hồ sơ", "en": "Dossier code"},
+    "citizen_id": {"vi": "Số định danh công dân", "en": "Citizen ID number"},
+    "citizen_id_hint": {
+        "vi": "Số định danh được chuyển thành mã băm có khóa; không lưu, không hiển thị.",
+        "en": "The number is turned into a keyed digest; it is never stored or shown.",
+    },
+    "from": {"vi": "Từ", "en": "From"},
+    "to": {"vi": "Đến", "en": "To"},
+    "chain_ok": {"vi": "Chuỗi băm toàn vẹn", "en": "Hash chain intact"},
+    "chain_broken": {"vi": "Chuỗi băm bị sửa tại bản ghi", "en": "Hash chain broken at record"},
+    "records_checked": {"vi": "bản ghi đã kiểm tra", "en": "records checked"},
+    "no_records": {"vi": "Không có bản ghi.", "en": "No records."},
+    "older": {"vi": "Cũ hơn", "en": "Older"},
+    "show": {"vi": "Xem", "en": "Show"},
+    "timeline": {"vi": "Dòng thời gian", "en": "Timeline"},
+    "dossier_hint": {
+        "vi": "Nhập mã hồ sơ, ví dụ 000.00.19.H47-260105-0001",
+        "en": "Enter a dossier code, e.g. 000.00.19.H47-260105-0001",
+    },
+    "jobs_of_dossier": {"vi": "Việc đồng bộ của hồ sơ", "en": "Sync jobs of the dossier"},
+    "state": {"vi": "Trạng thái", "en": "State"},
+    "error": {"vi": "Lỗi", "en": "Error"},
+    "language": {"vi": "English", "en": "Tiếng Việt"},
+    "csrf_failed": {
+        "vi": "Phiên làm việc không hợp lệ, hãy tải lại trang.",
+        "en": "Invalid form session; reload the page.",
+    },
+    "need_ops_write": {
+        "vi": "Cần quyền ops:write để thực hiện thao tác này.",
+        "en": "This needs the ops:write scope.",
+    },
+    "job_state_queued": {"vi": "Đang chờ", "en": "Queued"},
+    "job_state_leased": {"vi": "Đang chạy", "en": "Running"},
+    "job_state_succeeded": {"vi": "Thành công", "en": "Succeeded"},
+    "job_state_dead": {"vi": "Lỗi", "en": "Dead"},
+    "job_state_discarded": {"vi": "Đã hủy", "en": "Discarded"},
+}
+
+
+def translate(key: str, lang: Language) -> str:
+    entry = MESSAGES.get(key)
+    if entry is None:
+        return key
+    return entry.get(lang) or entry.get("en") or key

@@ -1,0 +1,330 @@
+"""The dashboard's pages: overview, dead letters, exchange log, dossier timeline, sign-in.
+
+Thin handlers: they read what the store and the health monitor already know and render
+templates. State changes (replay, discard) go through the same functions as the ops API, so
+they are audited the same way, with the operator's client id.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+
+from gateway.ops.formatting import VN_TZ, format_duration, format_number, format_time
+from gateway.ops.i18n import LANGUAGES, Language, translate
+from gateway.ops.sessions import SESSION_COOKIE, OpsSession
+from gateway.runtime import Runtime
+from gateway.store.base import AuditQuery
+from gateway.timeline import dossier_timeline
+
+__all__ = ["TEMPLATE_DIR", "routes"]
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+LANG_COOKIE = "dvcgw_lang"
+PAGE = {"login_redirect": "/ops/login", "scopes": ["ops:read"]}
+WRITE = {"login_redirect": "/ops/login", "scopes": ["ops:read"], "csrf_form": True}
+
+
+def _lang(request: Request[Any, Any, Any], runtime: Runtime) -> Language:
+    asked = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
+    if asked in LANGUAGES:
+        return asked  # type: ignore[return-value]
+    return runtime.settings.ops.default_language
+
+
+async def _session(request: Request[Any, Any, Any], runtime: Runtime) -> OpsSession | None:
+    return await runtime.ops_sessions.get(request.cookies.get(SESSION_COOKIE))
+
+
+def _client_id(request: Request[Any, Any, Any]) -> str | None:
+    user = request.scope.get("user")
+    return getattr(user, "id", None)
+
+
+def _can_write(request: Request[Any, Any, Any]) -> bool:
+    user = request.scope.get("user")
+    return "ops:write" in getattr(user, "scopes", ())
+
+
+async def _render(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    name: str,
+    page: str,
+    **context: Any,
+) -> Template:
+    lang = _lang(request, runtime)
+    session = await _session(request, runtime)
+
+    def t(key: str) -> str:
+        return translate(key, lang)
+
+    ctx: dict[str, Any] = {
+        "lang": lang,
+        "page": page,
+        "t": t,
+        "fmt_time": format_time,
+        "fmt_num": format_number,
+        "fmt_age": format_duration,
+        "client_id": _client_id(request) if session else None,
+        "csrf_token": session.csrf_token if session else "",
+        "can_write": _can_write(request),
+        "flash": None,
+        "flash_kind": "ok",
+    }
+    flash = request.query_params.get("flash")
+    if flash:
+        ctx["flash"] = t(flash)
+        ctx["flash_kind"] = "error" if flash in ("not_dead", "csrf_failed", "bad_key") else "ok"
+    ctx.update(context)
+    cookies = []
+    if request.query_params.get("lang") in LANGUAGES:
+        from litestar.datastructures import Cookie
+
+        cookies.append(
+            Cookie(key=LANG_COOKIE, value=lang, httponly=True, samesite="strict", path="/ops")
+        )
+    return Template(template_name=name, context=ctx, cookies=cookies)
+
+
+# ---------------------------------------------------------------- sign-in / sign-out
+
+
+@get("/ops/login", opt={"anonymous": True}, include_in_schema=False)
+async def login_page(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
+    nxt = request.query_params.get("next") or "/ops"
+    return await _render(request, runtime, "login.html", "login", next_url=_safe_next(nxt))
+
+
+def _safe_next(value: str) -> str:
+    # only local dashboard paths: never an open redirect
+    return value if value.startswith("/ops") and "//" not in value else "/ops"
+
+
+def _is_secure(request: Request[Any, Any, Any]) -> bool:
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+
+@post("/ops/login", opt={"anonymous": True}, include_in_schema=False, status_code=303)
+async def login_submit(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+) -> Response[Any]:
+    lang = _lang(request, runtime)
+    client = runtime.clients.authenticate_key(data.get("api_key", ""))
+    if client is None or "ops:read" not in client.scopes:
+        flash = "bad_key" if client is None else "no_ops_scope"
+        return Redirect(f"/ops/login?{urlencode({'flash': flash, 'lang': lang})}", status_code=303)
+    session = await runtime.ops_sessions.create(client.id)
+    response: Response[Any] = Redirect(_safe_next(data.get("next", "/ops")), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.sid,
+        max_age=runtime.settings.ops.session_ttl_seconds,
+        httponly=True,
+        samesite="strict",
+        secure=_is_secure(request),
+        path="/ops",
+    )
+    return response
+
+
+@post("/ops/logout", opt=WRITE, include_in_schema=False, status_code=303)
+async def logout(request: Request[Any, Any, Any], runtime: Runtime) -> Response[Any]:
+    await runtime.ops_sessions.destroy(request.cookies.get(SESSION_COOKIE))
+    response: Response[Any] = Redirect("/ops/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/ops")
+    return response
+
+
+# ---------------------------------------------------------------- overview
+
+
+async def _overview_context(runtime: Runtime) -> dict[str, Any]:
+    now = time.time()
+    systems = await runtime.health.snapshot()
+    queues = await runtime.store.jobs.stats(now=now)
+    webhooks = await runtime.webhook_endpoint_states()
+    return {"systems": systems, "queues": queues, "webhooks": webhooks}
+
+
+@get("/ops", opt=PAGE, include_in_schema=False)
+async def overview(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
+    ctx = await _overview_context(runtime)
+    return await _render(request, runtime, "overview.html", "overview", **ctx)
+
+
+@get("/ops/partials/overview", opt=PAGE, include_in_schema=False)
+async def overview_fragment(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
+    ctx = await _overview_context(runtime)
+    return await _render(request, runtime, "_overview.html", "overview", **ctx)
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+@get("/ops/dead-letters", opt=PAGE, include_in_schema=False)
+async def dead_letters(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
+    system = request.query_params.get("system") or None
+    kind = request.query_params.get("kind") or None
+    before = request.query_params.get("before") or None
+    page_size = 50
+    dead = await runtime.dead_letters.list(
+        system=system, kind=kind, limit=page_size, before_id=before
+    )
+    next_before = dead[-1].job.id if len(dead) == page_size else None
+    return await _render(
+        request,
+        runtime,
+        "dead_letters.html",
+        "dead_letters",
+        dead=dead,
+        system=system,
+        kind=kind,
+        system_names=sorted(runtime.registry.instances),
+        next_before=next_before,
+    )
+
+
+async def _dead_letter_action(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    job_id: str,
+    action: str,
+    form: dict[str, str],
+) -> Response[Any]:
+    lang = _lang(request, runtime)
+    session = await _session(request, runtime)
+    if session is None or not session.csrf_ok(form.get("csrf_token")):
+        return Redirect(f"/ops/dead-letters?flash=csrf_failed&lang={lang}", status_code=303)
+    if not _can_write(request):
+        return Redirect(f"/ops/dead-letters?flash=need_ops_write&lang={lang}", status_code=303)
+    operator = session.client_id
+    if action == "replay":
+        job = await runtime.dead_letters.replay(job_id, operator=operator)
+        flash = "replayed" if job else "not_dead"
+    else:
+        job = await runtime.dead_letters.discard(job_id, operator=operator)
+        flash = "discarded" if job else "not_dead"
+    return Redirect(f"/ops/dead-letters?flash={flash}&lang={lang}", status_code=303)
+
+
+@post("/ops/dead-letters/{job_id:str}/replay", opt=WRITE, include_in_schema=False, status_code=303)
+async def replay(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    job_id: str,
+    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+) -> Response[Any]:
+    return await _dead_letter_action(request, runtime, job_id, "replay", data)
+
+
+@post("/ops/dead-letters/{job_id:str}/discard", opt=WRITE, include_in_schema=False, status_code=303)
+async def discard(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    job_id: str,
+    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+) -> Response[Any]:
+    return await _dead_letter_action(request, runtime, job_id, "discard", data)
+
+
+# ---------------------------------------------------------------- exchange log
+
+
+def _parse_local(value: str | None) -> float | None:
+    """A ``datetime-local`` input (Vietnam time) to epoch seconds."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=VN_TZ).timestamp()
+    except ValueError:
+        return None
+
+
+@get("/ops/audit", opt=PAGE, include_in_schema=False)
+async def audit_log(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
+    q = request.query_params
+    citizen_id = (q.get("citizen_id") or "").strip()
+    before = q.get("before")
+    query = AuditQuery(
+        since=_parse_local(q.get("since")),
+        until=_parse_local(q.get("until")),
+        adapter=q.get("system") or None,
+        outcome=q.get("outcome") or None,
+        request_id=q.get("request_id") or None,
+        dossier_code=q.get("dossier_code") or None,
+        # the typed ID becomes the keyed digest here and is never stored, logged or echoed
+        subject_digest=runtime.audit.digest(citizen_id) if citizen_id else None,
+        before_seq=int(before) if before and before.isdigit() else None,
+        limit=100,
+    )
+    records = await runtime.store.audit.query(query)
+    chain = await runtime.audit_chain_status()
+    filters = {
+        "since": q.get("since"),
+        "until": q.get("until"),
+        "system": q.get("system"),
+        "outcome": q.get("outcome"),
+        "request_id": q.get("request_id"),
+        "dossier_code": q.get("dossier_code"),
+    }
+    next_before = records[-1].seq if len(records) == query.limit else None
+    link_params = {k: v for k, v in filters.items() if v}
+    if next_before:
+        link_params["before"] = str(next_before)
+    return await _render(
+        request,
+        runtime,
+        "audit.html",
+        "audit",
+        records=records,
+        chain=chain,
+        f=filters,
+        system_names=sorted(runtime.registry.instances),
+        next_before=next_before,
+        next_link="/ops/audit?" + urlencode(link_params),
+    )
+
+
+# ---------------------------------------------------------------- dossier
+
+
+@get("/ops/dossier", opt=PAGE, include_in_schema=False)
+async def dossier(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
+    code = (request.query_params.get("code") or "").strip()
+    timeline = await dossier_timeline(runtime.store, code) if code else []
+    jobs = await runtime.store.jobs.by_ordering_key(code) if code else []
+    return await _render(
+        request, runtime, "dossier.html", "dossier", code=code, timeline=timeline, jobs=jobs
+    )
+
+
+static_files = create_static_files_router(
+    path="/ops/static", directories=[STATIC_DIR], opt={"anonymous": True}, include_in_schema=False
+)
+
+routes = [
+    login_page,
+    login_submit,
+    logout,
+    overview,
+    overview_fragment,
+    dead_letters,
+    replay,
+    discard,
+    audit_log,
+    dossier,
+    static_files,
+]

@@ -1,0 +1,114 @@
+"""A dossier's integration timeline, across every national system.
+
+Built from what the gateway already keeps, never a copy: the audit records carrying the dossier
+code (exchanges with the national systems, callbacks received, replays) and the jobs whose
+ordering key is the dossier code (pending, failed, replayed work). Used by the API
+(``GET /v1/dossiers/{code}/timeline``) and the ops dashboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.store.base import AuditQuery, AuditRecord, Job, Store
+
+__all__ = ["TimelineEntry", "dossier_timeline"]
+
+#: how operations read on a timeline; unknown ones show as they are
+_LABELS: dict[str, str] = {
+    "dlq.replay": "replayed by an operator",
+    "dlq.discard": "discarded by an operator",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: float
+    label: str
+    outcome: str
+    system: str | None = None
+    detail: str | None = None
+    request_id: str | None = None
+    source: str = "audit"  # "audit" | "job"
+    ref: str | None = None  # audit seq or job id
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "label": self.label,
+            "outcome": self.outcome,
+            "system": self.system,
+            "detail": self.detail,
+            "request_id": self.request_id,
+            "source": self.source,
+            "ref": self.ref,
+        }
+
+
+def _from_audit(r: AuditRecord) -> TimelineEntry:
+    return TimelineEntry(
+        at=r.at,
+        label=_LABELS.get(r.operation, r.operation),
+        outcome=r.outcome,
+        system=r.adapter,
+        detail=r.detail,
+        request_id=r.request_id,
+        source="audit",
+        ref=str(r.seq),
+    )
+
+
+def _job_entries(job: Job) -> list[TimelineEntry]:
+    system = job.kind.split(".", 1)[0]
+    entries = [
+        TimelineEntry(
+            at=job.created_at,
+            label=f"{job.kind} queued",
+            outcome="queued",
+            system=system,
+            request_id=job.request_id,
+            source="job",
+            ref=job.id,
+        )
+    ]
+    for attempt in job.attempts:
+        if attempt.error is None:
+            continue
+        entries.append(
+            TimelineEntry(
+                at=attempt.at,
+                label=f"{job.kind} attempt failed",
+                outcome="error",
+                system=system,
+                detail=attempt.error,
+                request_id=attempt.request_id,
+                source="job",
+                ref=job.id,
+            )
+        )
+    if job.state.value in ("queued", "leased", "dead"):
+        entries.append(
+            TimelineEntry(
+                at=job.updated_at,
+                label=f"{job.kind} {job.state.value}",
+                outcome="error" if job.state.value == "dead" else "pending",
+                system=system,
+                detail=job.last_error if job.state.value == "dead" else None,
+                source="job",
+                ref=job.id,
+            )
+        )
+    return entries
+
+
+async def dossier_timeline(
+    store: Store, dossier_code: str, *, limit: int = 500
+) -> list[TimelineEntry]:
+    """Every integration event of one dossier, oldest first."""
+    records = await store.audit.query(AuditQuery(dossier_code=dossier_code, limit=limit))
+    entries = [_from_audit(r) for r in records]
+    for job in await store.jobs.by_ordering_key(dossier_code, limit=limit):
+        entries.extend(_job_entries(job))
+    entries.sort(key=lambda e: e.at)
+    return entries[-limit:]
