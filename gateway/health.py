@@ -10,6 +10,7 @@ instance shows the same answer. Each instance also publishes its own outbound fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -219,10 +220,8 @@ class HealthMonitor:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self.runtime.store.release_lock(PROBER_LOCK, self.instance_id)
 
