@@ -18,6 +18,7 @@ translates transport faults into the ``Upstream*`` branch at one boundary.
     │   │   ├── ProcedureNotLicensed     403  upstream code 004 (population database)
     │   │   └── OfficerNotPermitted      403  upstream code 005 (population database)
     │   ├── NotFound                     404
+    │   ├── MethodNotAllowed             405
     │   ├── Conflict                     409
     │   │   └── IdempotencyInFlight      409  same Idempotency-Key still being processed
     │   ├── IdempotencyKeyReused         422  same Idempotency-Key, another request
@@ -68,6 +69,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidRequest",
     "KeyUsageInvalid",
+    "MethodNotAllowed",
     "MissingScope",
     "NetworkNotAllowed",
     "NotFound",
@@ -225,6 +227,12 @@ class NotFound(ClientError):
     status = 404
     slug = "not-found"
     title = "Not found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "The route does not accept this method"
 
 
 class Conflict(ClientError):
