@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from gateway.api import health
+from gateway.api import health, metrics
 from gateway.api.problems import exception_handlers
+from gateway.observability import RequestContextMiddleware, configure_logging
 from gateway.runtime import Runtime
+from gateway.security import AuthMiddleware, RateLimiter, RateLimitMiddleware
 from gateway.settings import Settings, load_settings
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -25,6 +28,7 @@ Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
 
 def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litestar:
+    configure_logging(settings.logging)
     runtime = Runtime.build(settings, sandbox_url=sandbox_url)
 
     @asynccontextmanager
@@ -39,9 +43,24 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
         return runtime
 
     app = Litestar(
-        route_handlers=[*health.routes],
+        route_handlers=[*health.routes, *metrics.routes],
         dependencies={"runtime": Provide(provide_runtime, use_cache=True)},
         exception_handlers=exception_handlers(),
+        # the first is the outermost: request id, then who is calling, then how often
+        middleware=[
+            RequestContextMiddleware,
+            DefineMiddleware(AuthMiddleware, directory=runtime.clients, settings=settings),
+            DefineMiddleware(
+                RateLimitMiddleware,
+                limiter=RateLimiter(
+                    runtime.store,
+                    default_per_minute=settings.security.rate_limit.default_per_minute,
+                ),
+                enabled=settings.security.rate_limit.enabled,
+            ),
+        ],
+        # logging is ours (gateway.observability): one masked handler for every logger
+        logging_config=None,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="dvc-gateway",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.adapters import AdapterRegistry
+from gateway.security import ClientDirectory
 from gateway.settings import Settings
 from gateway.store import create_store
 from gateway.store.base import Store
@@ -27,13 +28,20 @@ class Runtime:
     started: bool = False
     #: services registered by subsystems during start(), by name (for diagnostics)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the configured callers (settings' [[clients]] plus security.clients_file)
+    clients: ClientDirectory = field(default_factory=ClientDirectory)
 
     @classmethod
     def build(cls, settings: Settings, *, sandbox_url: str | None = None) -> Runtime:
         registry = AdapterRegistry.from_settings(settings)
         if sandbox_url is not None:
             registry.point_at_sandbox(sandbox_url)
-        return cls(settings=settings, store=create_store(settings), registry=registry)
+        return cls(
+            settings=settings,
+            store=create_store(settings),
+            registry=registry,
+            clients=ClientDirectory.from_settings(settings),
+        )
 
     async def start(self) -> None:
         await self.store.open()
