@@ -1,0 +1,148 @@
+"""Ops API for the queue: dead letters (list, replay, discard) and per-kind queue figures.
+
+Every replay and discard is audited with the operator's client id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request, delete, get, post
+from litestar.params import Parameter
+
+from gateway.api.jobs import JobView, iso, job_view
+from gateway.dead_letters import AuditSink, DeadLetters
+from gateway.errors import Unauthenticated
+from gateway.jobs import system_of
+from gateway.runtime import Runtime
+
+__all__ = [
+    "DeadLetterView",
+    "HeldBackView",
+    "QueueView",
+    "discard_dead_letter",
+    "list_dead_letters",
+    "list_queues",
+    "replay_dead_letter",
+    "routes",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBackView:
+    id: str
+    kind: str
+    created_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterView:
+    job: JobView
+    #: the adapter the job's kind belongs to
+    system: str
+    #: later jobs of the same ordering key, waiting until this one is replayed or discarded
+    held_back: list[HeldBackView]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    kind: str
+    system: str
+    queued: int
+    in_flight: int
+    dead: int
+    oldest_due_age_seconds: float | None
+
+
+def _operator(request: Request[Any, Any, Any]) -> str:
+    client_id = getattr(request.scope.get("user"), "id", None)
+    if not client_id:
+        raise Unauthenticated()
+    return str(client_id)
+
+
+def dead_letters(runtime: Runtime) -> DeadLetters:
+    auditor: AuditSink | None = getattr(runtime, "auditor", None)
+    return DeadLetters(runtime.store, auditor)
+
+
+@get(
+    "/ops/api/dead-letters",
+    tags=["ops"],
+    summary="Dead-lettered jobs, newest first, with the jobs each one holds back",
+    opt={"scopes": ["ops:read"]},
+)
+async def list_dead_letters(
+    runtime: Runtime,
+    system: str | None = Parameter(None, description="adapter, e.g. national_portal"),
+    kind: str | None = Parameter(None, description="job kind, e.g. national_portal.sync_dossier"),
+    limit: int = Parameter(50, ge=1, le=500),
+    before: str | None = Parameter(None, description="page: ids older than this one"),
+) -> list[DeadLetterView]:
+    found = await dead_letters(runtime).list(
+        system=system, kind=kind, limit=limit, before_id=before
+    )
+    return [
+        DeadLetterView(
+            job=job_view(d.job),
+            system=d.system,
+            held_back=[HeldBackView(j.id, j.kind, iso(j.created_at)) for j in d.held_back],
+        )
+        for d in found
+    ]
+
+
+@post(
+    "/ops/api/dead-letters/{job_id:str}/replay",
+    tags=["ops"],
+    summary="Put a dead letter back in the queue (attempts kept)",
+    opt={"scopes": ["ops:write"]},
+    status_code=200,
+)
+async def replay_dead_letter(
+    job_id: str, request: Request[Any, Any, Any], runtime: Runtime
+) -> JobView:
+    job = await dead_letters(runtime).replay(job_id, actor=_operator(request))
+    runtime.jobs.wakeup.set()
+    return job_view(job)
+
+
+@delete(
+    "/ops/api/dead-letters/{job_id:str}",
+    tags=["ops"],
+    summary="Discard a dead letter, unblocking its ordering key",
+    opt={"scopes": ["ops:write"]},
+    status_code=200,
+)
+async def discard_dead_letter(
+    job_id: str, request: Request[Any, Any, Any], runtime: Runtime
+) -> JobView:
+    job = await dead_letters(runtime).discard(job_id, actor=_operator(request))
+    runtime.jobs.wakeup.set()
+    return job_view(job)
+
+
+@get(
+    "/ops/api/queues",
+    tags=["ops"],
+    summary="Per job kind: queued, in flight, dead, age of the oldest due job",
+    opt={"scopes": ["ops:read"]},
+)
+async def list_queues(runtime: Runtime) -> list[QueueView]:
+    stats = await runtime.store.jobs.stats(now=time.time())
+    return [
+        QueueView(
+            kind=s.kind,
+            system=system_of(s.kind),
+            queued=s.queued,
+            in_flight=s.in_flight,
+            dead=s.dead,
+            oldest_due_age_seconds=s.oldest_due_age,
+        )
+        for s in sorted(stats, key=lambda s: s.kind)
+    ]
+
+
+routes = [list_dead_letters, replay_dead_letter, discard_dead_letter, list_queues]

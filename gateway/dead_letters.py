@@ -1,0 +1,139 @@
+"""Dead letters: list (with the jobs each one holds back), replay, discard; every move audited.
+
+Shared by the ops API (``gateway.api.ops_dead_letters``) and the CLI (``gateway dlq``), so both
+behave and audit the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.errors import Conflict, NotFound
+from gateway.jobs import system_of
+from gateway.store.base import Job, Store
+
+__all__ = ["AuditSink", "DeadLetter", "DeadLetters"]
+
+#: how many dead letters one listing may read to satisfy a ``system`` filter
+_SCAN_LIMIT = 5000
+
+
+class AuditSink(Protocol):
+    """What this module needs of ``gateway.audit.Auditor``."""
+
+    async def record(
+        self,
+        *,
+        direction: str,
+        actor: str,
+        operation: str,
+        outcome: str,
+        adapter: str | None = None,
+        detail: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    job: Job
+    #: queued jobs of the same ordering key waiting behind it (first page)
+    held_back: list[Job]
+
+    @property
+    def system(self) -> str:
+        return system_of(self.job.kind)
+
+
+class DeadLetters:
+    def __init__(self, store: Store, auditor: AuditSink | None) -> None:
+        self.store = store
+        self.auditor = auditor
+
+    async def list(
+        self,
+        *,
+        system: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before_id: str | None = None,
+        held_back_limit: int = 20,
+    ) -> list[DeadLetter]:
+        """Newest first. ``system`` is the adapter prefix of the kind."""
+        found: list[Job] = []
+        cursor = before_id
+        scanned = 0
+        page = limit if system is None else max(limit, 100)
+        while len(found) < limit and scanned < _SCAN_LIMIT:
+            batch = await self.store.jobs.list_dead(kind=kind, limit=page, before_id=cursor)
+            if not batch:
+                break
+            scanned += len(batch)
+            cursor = batch[-1].id
+            found.extend(j for j in batch if system is None or system_of(j.kind) == system)
+            if len(batch) < page:
+                break
+        result: list[DeadLetter] = []
+        for job in found[:limit]:
+            held: list[Job] = []
+            if job.ordering_key is not None:
+                held = await self.store.jobs.held_back(job.ordering_key, limit=held_back_limit)
+            result.append(DeadLetter(job, held))
+        return result
+
+    async def replay(self, job_id: str, *, actor: str) -> Job:
+        """DEAD -> QUEUED (attempts kept); NotFound / Conflict otherwise. Audited."""
+        job = await self.store.jobs.replay(job_id, now=time.time())
+        if job is None:
+            await self._refused(job_id, actor, "dlq.replay")
+        assert job is not None
+        await self._audit(job, actor, "dlq.replay")
+        return job
+
+    async def discard(self, job_id: str, *, actor: str) -> Job:
+        """DEAD -> DISCARDED, unblocking its ordering key; NotFound / Conflict otherwise."""
+        job = await self.store.jobs.discard(job_id, now=time.time())
+        if job is None:
+            await self._refused(job_id, actor, "dlq.discard")
+        assert job is not None
+        await self._audit(job, actor, "dlq.discard")
+        return job
+
+    async def _refused(self, job_id: str, actor: str, operation: str) -> None:
+        existing = await self.store.jobs.get(job_id)
+        error: NotFound | Conflict
+        if existing is None:
+            error = NotFound(f"no job {job_id}")
+        else:
+            error = Conflict(f"job {job_id} is {existing.state.value}, not dead")
+        if self.auditor is not None:
+            await self.auditor.record(
+                direction="internal",
+                actor=actor,
+                operation=operation,
+                outcome="rejected",
+                adapter=system_of(existing.kind) if existing else None,
+                detail=error.detail,
+                extra={"job_id": job_id},
+            )
+        raise error
+
+    async def _audit(self, job: Job, actor: str, operation: str) -> None:
+        if self.auditor is None:
+            return
+        await self.auditor.record(
+            direction="internal",
+            actor=actor,
+            operation=operation,
+            outcome="ok",
+            adapter=system_of(job.kind),
+            detail=f"job {job.id} ({job.kind}) is now {job.state.value}",
+            extra={
+                "job_id": job.id,
+                "kind": job.kind,
+                "ordering_key": job.ordering_key,
+                "attempts": job.attempt_count,
+            },
+        )
