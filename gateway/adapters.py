@@ -185,6 +185,13 @@ class Adapter:
         """The adapter configuration pointed at its simulator (sandbox mode)."""
         return config.model_copy(update={"base_url": sandbox_base_url})
 
+    @classmethod
+    def simulator_operation(cls, path: str, body: bytes) -> str:
+        """The operation a request to the simulator invokes, for the sandbox's per-operation
+        faults. ``path`` is relative to the simulator's prefix. Default: the last path
+        segment; SOAP and RPC-style systems override it to read the operation from the body."""
+        return path.rstrip("/").rsplit("/", 1)[-1] or "/"
+
 
 def _load_object(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
