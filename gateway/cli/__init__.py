@@ -26,10 +26,11 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 def _register() -> None:
     # each command group lives in its own module; add one line per new group
-    from gateway.cli import config, serve
+    from gateway.cli import clients, config, serve
 
     main.add_command(serve.serve)
     main.add_command(config.check_config)
+    main.add_command(clients.clients)
 
 
 _register()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -51,6 +52,8 @@ def settings_from_context(
         return load_settings(path, **overrides)
     except FileNotFoundError as exc:
         fail(str(exc), EXIT_USAGE)
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"invalid configuration: the file is not valid TOML: {exc}", EXIT_USAGE)
     except ValidationError as exc:
         fail(f"invalid configuration: {describe_validation_error(exc)}", EXIT_USAGE)
     except ConfigurationError as exc:
