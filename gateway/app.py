@@ -11,8 +11,10 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from gateway.api import health, metrics
+from gateway.api import health, metrics, ops_dead_letters
+from gateway.api import jobs as jobs_api
 from gateway.api.problems import exception_handlers
+from gateway.idempotency import IdempotencyMiddleware
 from gateway.observability import RequestContextMiddleware, configure_logging
 from gateway.runtime import Runtime
 from gateway.security import AuthMiddleware, RateLimiter, RateLimitMiddleware
@@ -43,7 +45,12 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
         return runtime
 
     app = Litestar(
-        route_handlers=[*health.routes, *metrics.routes],
+        route_handlers=[
+            *health.routes,
+            *metrics.routes,
+            *jobs_api.routes,
+            *ops_dead_letters.routes,
+        ],
         dependencies={"runtime": Provide(provide_runtime, use_cache=True)},
         exception_handlers=exception_handlers(),
         # the first is the outermost: request id, then who is calling, then how often
@@ -57,6 +64,12 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
                     default_per_minute=settings.security.rate_limit.default_per_minute,
                 ),
                 enabled=settings.security.rate_limit.enabled,
+            ),
+            # after auth: Idempotency-Key records are kept per client
+            IdempotencyMiddleware(
+                runtime.store,
+                ttl=settings.jobs.idempotency_ttl,
+                max_body_bytes=settings.server.max_body_bytes,
             ),
         ],
         # logging is ours (gateway.observability): one masked handler for every logger

@@ -16,6 +16,7 @@ from typing import TypeVar
 import click
 
 from gateway.api.jobs import iso, job_view
+from gateway.audit import Auditor
 from gateway.cli.common import config_option, fail, settings_from_context
 from gateway.dead_letters import DeadLetter, DeadLetters
 from gateway.errors import GatewayError
@@ -41,7 +42,8 @@ async def _with_dead_letters(
     runtime = Runtime.build(settings)
     await runtime.store.open()
     try:
-        return await action(DeadLetters(runtime.store, getattr(runtime, "auditor", None)))
+        auditor = Auditor(runtime.store, settings.digest_key())
+        return await action(DeadLetters(runtime.store, auditor))
     finally:
         await runtime.store.close()
 
