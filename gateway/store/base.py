@@ -131,7 +131,8 @@ class QueueStats:
     queued: int
     in_flight: int
     dead: int
-    #: age in seconds of the oldest queued job that is due, None when none is due
+    #: age in seconds (now - run_at) of the oldest queued job that is due and eligible (the
+    #: head of its ordering key), None when none is due
     oldest_due_age: float | None
 
 
@@ -294,6 +295,7 @@ class AuditRecord:
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
+    #: since <= at < until
     since: float | None = None
     until: float | None = None
     adapter: str | None = None
@@ -411,6 +413,11 @@ class Store(ABC):
     @abstractmethod
     async def scan(self, prefix: str, *, limit: int = 1000) -> dict[str, bytes]:
         """Live keys starting with prefix and their values (small sets: health, webhooks)."""
+
+    async def purge_expired(self) -> int:
+        """Delete expired values; returns how many (for the retention job). Reads already
+        ignore expired values; Redis expires keys by itself, so its count is 0."""
+        return 0
 
     # locks -----------------------------------------------------------------------------
     @abstractmethod

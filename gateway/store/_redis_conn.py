@@ -1,0 +1,109 @@
+"""The Redis connection shared by the facets of one RedisStore (private).
+
+Scripts run with EVALSHA and are loaded again on NOSCRIPT (a restarted Redis has forgotten
+them). Connection errors and timeouts become ``StoreUnavailable``; redis-py reconnects by
+itself on the next command, so a store survives a Redis restart without help.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import StoreUnavailable
+from gateway.store._redis_lua import Script
+
+__all__ = ["Conn", "as_bytes", "as_str", "guard", "translate", "translating"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Arg = str | bytes | int | float
+
+
+def as_str(value: Any) -> str:
+    """A reply item as text (the client answers bytes; the stubs also allow str)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def translate(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}")
+
+
+@contextlib.contextmanager
+def translating() -> Iterator[None]:
+    """The same translation as :func:`guard`, for generators and helpers."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise translate(exc) from exc
+
+
+def guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Turn Redis connection failures into ``StoreUnavailable``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise translate(exc) from exc
+
+    return wrapper
+
+
+class Conn:
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client: aioredis.Redis | None = None
+
+    def connect(self) -> None:
+        if self._client is not None:
+            return
+        self._client = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            socket_keepalive=True,
+            # only connection errors are retried: a timed-out command may have run, and the
+            # job scripts are not all idempotent. One quick retry covers a dropped pooled
+            # connection after a Redis restart.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2, (RedisConnectionError,)),
+            health_check_interval=30,
+        )
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreUnavailable("the Redis store is not open")
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + "".join(parts)
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        client = self.client
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(script.source)
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
