@@ -353,18 +353,25 @@ class WebhookDeliverer:
         self._auditor = auditor
         self._publisher = publisher
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=settings.timeout,
-            follow_redirects=False,  # a redirect is not a delivery; and no SSRF by 3xx
-            trust_env=False,
-            headers={"user-agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-        )
+        #: made on first use, so a runtime that never delivers opens no client
+        self._http = http
         self._endpoints = {e.id: e for e in settings.endpoints}
 
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self._settings.timeout,
+                follow_redirects=False,  # a redirect is not a delivery; and no SSRF by 3xx
+                trust_env=False,
+                headers={"user-agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            )
+        return self._http
+
     async def aclose(self) -> None:
-        if self._own_http:
+        if self._own_http and self._http is not None:
             await self._http.aclose()
+            self._http = None
 
     async def __call__(self, job: Job) -> dict[str, Any] | None:
         endpoint_id = str(job.payload.get("endpoint_id", ""))
@@ -399,7 +406,7 @@ class WebhookDeliverer:
         status: int | None = None
         error: UpstreamError | None
         try:
-            response = await self._http.post(endpoint.url, content=body, headers=headers)
+            response = await self._client().post(endpoint.url, content=body, headers=headers)
             status = response.status_code
             await response.aclose()
         except httpx.TimeoutException:
