@@ -14,7 +14,10 @@ so a plain hash is enough: there is nothing to brute-force that a slow KDF would
 Routes declare what they need in ``opt``:
 
 - ``opt={"anonymous": True}``: no authentication (health probes);
-- ``opt={"scopes": ["identity:verify"]}``: the client must hold every listed scope;
+- ``opt={"scopes": ["identity:verify"]}``: the client must hold every listed scope. Every
+  protected route declares ``scopes``; ``[]`` deliberately means "any authenticated client"
+  (a resource the handler checks against its owner). ``tests/integration/test_auth.py`` walks
+  every route and fails on one that declares nothing;
 - ``opt={"login_redirect": "/ops/login"}``: a browser without credentials is redirected there
   instead of getting 401.
 
