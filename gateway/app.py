@@ -6,18 +6,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.template.config import TemplateConfig
 
-from gateway.api import health, metrics, ops_dead_letters
+from gateway.api import events, health, metrics, ops_audit, ops_dead_letters
 from gateway.api import jobs as jobs_api
 from gateway.api.problems import exception_handlers
 from gateway.idempotency import IdempotencyMiddleware
 from gateway.observability import RequestContextMiddleware, configure_logging
+from gateway.ops import pages as ops_pages
 from gateway.runtime import Runtime
-from gateway.security import AuthMiddleware, RateLimiter, RateLimitMiddleware
+from gateway.security import (
+    AuthMiddleware,
+    RateLimiter,
+    RateLimitMiddleware,
+    register_credential_resolver,
+)
 from gateway.settings import Settings, load_settings
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -32,6 +40,8 @@ Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litestar:
     configure_logging(settings.logging)
     runtime = Runtime.build(settings, sandbox_url=sandbox_url)
+    # the dashboard's session cookie is a credential too (tried after API keys)
+    register_credential_resolver(ops_pages.session_credentials)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -50,7 +60,13 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
             *metrics.routes,
             *jobs_api.routes,
             *ops_dead_letters.routes,
+            *events.routes,
+            *ops_audit.routes,
+            *ops_pages.routes,
         ],
+        template_config=TemplateConfig(
+            directory=ops_pages.TEMPLATE_DIR, engine=JinjaTemplateEngine
+        ),
         dependencies={"runtime": Provide(provide_runtime, use_cache=True)},
         exception_handlers=exception_handlers(),
         # the first is the outermost: request id, then who is calling, then how often

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 if TYPE_CHECKING:
+    from gateway.outbound import OperationStats
     from gateway.runtime import Runtime
 
 __all__ = ["HealthMonitor", "PassiveFigures", "ProbeRecord", "SystemHealth", "assess"]
@@ -153,6 +154,20 @@ def assess(
     return "up", None
 
 
+def _passive_from(stats: OperationStats) -> PassiveFigures:
+    return PassiveFigures(
+        calls_5m=stats.calls_5m,
+        errors_5m=stats.errors_5m,
+        calls_1h=stats.calls_1h,
+        errors_1h=stats.errors_1h,
+        p50_ms=stats.p50_ms,
+        p95_ms=stats.p95_ms,
+        last_success=stats.last_success,
+        last_failure=stats.last_failure,
+        last_failure_reason=stats.last_failure_reason,
+    )
+
+
 class HealthMonitor:
     """Runs probes (lock holder only), publishes passive figures, and answers snapshots."""
 
@@ -190,7 +205,8 @@ class HealthMonitor:
 
     async def publish_passive(self) -> None:
         store = self.runtime.store
-        for name, figures in self.runtime.outbound_figures().items():
+        for name, client in list(self.runtime.outbound_clients.items()):
+            figures = _passive_from(client.stats().overall)
             await store.set(
                 f"{PASSIVE_KEY}{name}:{self.instance_id}",
                 json.dumps(asdict(figures)).encode(),
@@ -240,7 +256,8 @@ class HealthMonitor:
                 if k.startswith(f"{PASSIVE_KEY}{name}:")
             ]
             passive = PassiveFigures.merge(parts)
-            circuit = await self.runtime.circuit_state(name)
+            client = self.runtime.outbound_clients.get(name)
+            circuit = str(await client.circuit_state()) if client is not None else "closed"
             cert_days = adapter.certificate_days_left()
             state, reason = assess(
                 probe, passive, circuit, cert_days, now=now, probe_interval=self.interval

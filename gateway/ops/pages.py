@@ -14,19 +14,24 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 
+from gateway.audit import chain_status
+from gateway.dead_letters import DeadLetters
+from gateway.errors import Conflict, NotFound
 from gateway.ops.formatting import VN_TZ, format_duration, format_number, format_time
 from gateway.ops.i18n import LANGUAGES, Language, translate
 from gateway.ops.sessions import SESSION_COOKIE, OpsSession
 from gateway.runtime import Runtime
+from gateway.security import Client
 from gateway.store.base import AuditQuery
 from gateway.timeline import dossier_timeline
 
-__all__ = ["TEMPLATE_DIR", "routes"]
+__all__ = ["TEMPLATE_DIR", "routes", "session_credentials"]
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -38,7 +43,7 @@ WRITE = {"login_redirect": "/ops/login", "scopes": ["ops:read"], "csrf_form": Tr
 def _lang(request: Request[Any, Any, Any], runtime: Runtime) -> Language:
     asked = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE)
     if asked in LANGUAGES:
-        return asked  # type: ignore[return-value]
+        return asked
     return runtime.settings.ops.default_language
 
 
@@ -97,6 +102,19 @@ async def _render(
     return Template(template_name=name, context=ctx, cookies=cookies)
 
 
+async def session_credentials(connection: ASGIConnection[Any, Any, Any, Any]) -> Client | None:
+    """The ops session cookie as a credential (registered with gateway.security)."""
+    sid = connection.cookies.get(SESSION_COOKIE)
+    if not sid:
+        return None
+    runtime: Runtime = connection.app.state.runtime
+    session = await runtime.ops_sessions.get(sid)
+    if session is None:
+        return None
+    # scopes come from the directory now: removing a client ends its sessions
+    return runtime.clients.get(session.client_id)
+
+
 # ---------------------------------------------------------------- sign-in / sign-out
 
 
@@ -122,7 +140,8 @@ async def login_submit(
     data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
 ) -> Response[Any]:
     lang = _lang(request, runtime)
-    client = runtime.clients.authenticate_key(data.get("api_key", ""))
+    runtime.clients.refresh()
+    client = runtime.clients.by_key(data.get("api_key", "").strip())
     if client is None or "ops:read" not in client.scopes:
         flash = "bad_key" if client is None else "no_ops_scope"
         return Redirect(f"/ops/login?{urlencode({'flash': flash, 'lang': lang})}", status_code=303)
@@ -155,7 +174,7 @@ async def _overview_context(runtime: Runtime) -> dict[str, Any]:
     now = time.time()
     systems = await runtime.health.snapshot()
     queues = await runtime.store.jobs.stats(now=now)
-    webhooks = await runtime.webhook_endpoint_states()
+    webhooks = await runtime.events.statuses()
     return {"systems": systems, "queues": queues, "webhooks": webhooks}
 
 
@@ -180,7 +199,7 @@ async def dead_letters(request: Request[Any, Any, Any], runtime: Runtime) -> Tem
     kind = request.query_params.get("kind") or None
     before = request.query_params.get("before") or None
     page_size = 50
-    dead = await runtime.dead_letters.list(
+    dead = await DeadLetters(runtime.store, runtime.audit).list(
         system=system, kind=kind, limit=page_size, before_id=before
     )
     next_before = dead[-1].job.id if len(dead) == page_size else None
@@ -210,13 +229,17 @@ async def _dead_letter_action(
         return Redirect(f"/ops/dead-letters?flash=csrf_failed&lang={lang}", status_code=303)
     if not _can_write(request):
         return Redirect(f"/ops/dead-letters?flash=need_ops_write&lang={lang}", status_code=303)
-    operator = session.client_id
-    if action == "replay":
-        job = await runtime.dead_letters.replay(job_id, operator=operator)
-        flash = "replayed" if job else "not_dead"
-    else:
-        job = await runtime.dead_letters.discard(job_id, operator=operator)
-        flash = "discarded" if job else "not_dead"
+    dead_letters = DeadLetters(runtime.store, runtime.audit)
+    try:
+        if action == "replay":
+            await dead_letters.replay(job_id, actor=session.client_id)
+            runtime.jobs.wakeup.set()
+            flash = "replayed"
+        else:
+            await dead_letters.discard(job_id, actor=session.client_id)
+            flash = "discarded"
+    except (NotFound, Conflict):
+        flash = "not_dead"
     return Redirect(f"/ops/dead-letters?flash={flash}&lang={lang}", status_code=303)
 
 
@@ -271,7 +294,7 @@ async def audit_log(request: Request[Any, Any, Any], runtime: Runtime) -> Templa
         limit=100,
     )
     records = await runtime.store.audit.query(query)
-    chain = await runtime.audit_chain_status()
+    chain = await chain_status(runtime.store)
     filters = {
         "since": q.get("since"),
         "until": q.get("until"),
