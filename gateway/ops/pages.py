@@ -19,6 +19,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
 
 from gateway.audit import chain_status
 from gateway.dead_letters import DeadLetters
@@ -338,7 +339,7 @@ static_files = create_static_files_router(
     path="/ops/static", directories=[STATIC_DIR], opt={"anonymous": True}, include_in_schema=False
 )
 
-routes = [
+routes: list[ControllerRouterHandler] = [
     login_page,
     login_submit,
     logout,
