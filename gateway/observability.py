@@ -232,12 +232,17 @@ def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDic
 
 
 # 12-digit citizen ID (CCCD) and 9-digit legacy ID (CMND): bounded by non-alphanumerics so
-# digits inside hex ids or longer numbers are left alone
-_ID12 = re.compile(r"(?<![0-9A-Za-z])\d{12}(?![0-9A-Za-z])")
-_ID9 = re.compile(r"(?<![0-9A-Za-z])\d{9}(?![0-9A-Za-z])")
+# digits inside hex ids, longer numbers and decimals (0.123456789) are left alone
+_NOT_AFTER = r"(?<![0-9A-Za-z+])(?<!\d\.)(?<!\d,)"
+_NOT_BEFORE = r"(?![0-9A-Za-z])(?![.,]\d)"
+_ID12 = re.compile(_NOT_AFTER + r"\d{12}" + _NOT_BEFORE)
+_ID9 = re.compile(_NOT_AFTER + r"\d{9}" + _NOT_BEFORE)
 # Vietnamese phones: 0 + 9 or 10 digits, or +84 / 84 then the same without the 0, optionally
 # grouped with spaces, dots or dashes
-_PHONE = re.compile(r"(?<![0-9A-Za-z+])(?:\+84[ .-]?|84|0)[1-9](?:[ .-]?\d){8,9}(?![0-9A-Za-z])")
+_PHONE = re.compile(_NOT_AFTER + r"(?:\+84[ .-]?|84|0)[1-9](?:[ .-]?\d){8,9}" + _NOT_BEFORE)
+#: integers of these lengths are ID numbers (a CCCD starts with 0, so it loses a digit or two
+#: as an int); 10 digits are left alone, they are epoch seconds far more often
+_ID_INT_DIGITS = frozenset({9, 11, 12})
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})")
 MASKED = "***"
 
@@ -278,7 +283,10 @@ class PiiMasker:
         if isinstance(value, bool):
             return value
         if isinstance(value, int):
-            return mask_text(str(value)) if len(str(abs(value))) in (9, 12) else value
+            digits = str(abs(value))
+            if len(digits) in _ID_INT_DIGITS:
+                return "*" * (len(digits) - 2) + digits[-2:]
+            return value
         if isinstance(value, Mapping):
             return {
                 k: (
