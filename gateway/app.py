@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.template.config import TemplateConfig
 
-from gateway.api import events, health, metrics, ops_audit, ops_dead_letters
+from gateway.api import events, health, health_adapters, metrics, ops_audit, ops_dead_letters
 from gateway.api import jobs as jobs_api
 from gateway.api.problems import exception_handlers
 from gateway.idempotency import IdempotencyMiddleware
@@ -57,6 +57,7 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
     app = Litestar(
         route_handlers=[
             *health.routes,
+            *health_adapters.routes,
             *metrics.routes,
             *jobs_api.routes,
             *ops_dead_letters.routes,
