@@ -223,6 +223,9 @@ class WebhookSettings(StrictModel):
     timeout: float = Field(10.0, gt=0)
     #: tolerance for the receiver's timestamp check, documented for receivers
     timestamp_tolerance: float = Field(300.0, gt=0)
+    #: the pull feed (GET /v1/events) shows events once they are this old, so an event
+    #: another instance is still writing cannot fall behind a consumer's cursor
+    feed_settle_seconds: float = Field(1.0, ge=0)
 
 
 class AuditSettings(StrictModel):

@@ -1,0 +1,197 @@
+"""Ops API for the exchange log: query the audit records, check the chain.
+
+``subject`` takes a citizen ID typed in by an operator: the server turns it into the keyed
+digest the records carry and forgets it; it is never stored, logged or echoed back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import get
+from litestar.params import Parameter
+
+from gateway.api.jobs import iso
+from gateway.audit import VerifyResult, chain_status, verify_chain
+from gateway.errors import InvalidRequest
+from gateway.runtime import Runtime
+from gateway.store.base import AuditQuery, AuditRecord
+
+__all__ = [
+    "AuditPage",
+    "AuditRecordView",
+    "ChainView",
+    "audit_chain",
+    "audit_records",
+    "parse_time",
+    "record_view",
+    "routes",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecordView:
+    seq: int
+    at: str | None
+    direction: str
+    actor: str
+    adapter: str | None
+    operation: str
+    outcome: str
+    status: int | None
+    latency_ms: float | None
+    request_id: str | None
+    procedure_code: str | None
+    dossier_code: str | None
+    officer_id: str | None
+    payload_sha256: str | None
+    subject_digests: list[str]
+    detail: str | None
+    extra: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    #: newest first
+    items: list[AuditRecordView]
+    #: pass as ``before_seq`` for the next (older) page; null on the last page
+    next_before_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainView:
+    ok: bool
+    checked: int
+    first_broken_seq: int | None
+    reason: str | None
+    last_seq: int
+    verified_at: str | None
+
+
+def record_view(r: AuditRecord) -> AuditRecordView:
+    return AuditRecordView(
+        seq=r.seq,
+        at=iso(r.at),
+        direction=r.direction,
+        actor=r.actor,
+        adapter=r.adapter,
+        operation=r.operation,
+        outcome=r.outcome,
+        status=r.status,
+        latency_ms=r.latency_ms,
+        request_id=r.request_id,
+        procedure_code=r.procedure_code,
+        dossier_code=r.dossier_code,
+        officer_id=r.officer_id,
+        payload_sha256=r.payload_sha256,
+        subject_digests=list(r.subject_digests),
+        detail=r.detail,
+        extra=r.extra,
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+    )
+
+
+def parse_time(name: str, value: str | None) -> float | None:
+    """Epoch seconds, or an ISO 8601 date or date-time (UTC when no offset is given)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"{name}: not a time (epoch seconds or ISO 8601, e.g. 2026-01-31T08:00:00+07:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _chain_view(result: VerifyResult) -> ChainView:
+    return ChainView(
+        ok=result.ok,
+        checked=result.checked,
+        first_broken_seq=result.first_broken_seq,
+        reason=result.reason,
+        last_seq=result.last_seq,
+        verified_at=iso(result.verified_at) if result.verified_at else None,
+    )
+
+
+@get(
+    "/ops/api/audit",
+    tags=["ops"],
+    summary="Audit records, newest first, filtered",
+    description=(
+        "Filters combine (AND). `subject` is a citizen ID: the server digests it with the "
+        "identifier key and matches the records' digests; the ID itself is never stored or "
+        "returned. Times are epoch seconds or ISO 8601."
+    ),
+    opt={"scopes": ["ops:read"]},
+)
+async def audit_records(
+    runtime: Runtime,
+    since: Annotated[str | None, Parameter(description="At or after this time")] = None,
+    until: Annotated[str | None, Parameter(description="Before this time")] = None,
+    adapter: Annotated[str | None, Parameter(description="National system (adapter)")] = None,
+    system: Annotated[str | None, Parameter(description="Same as adapter")] = None,
+    actor: Annotated[str | None, Parameter(description="Client id or system name")] = None,
+    operation: str | None = None,
+    outcome: Annotated[str | None, Parameter(description="ok, error, rejected ...")] = None,
+    request_id: str | None = None,
+    dossier_code: str | None = None,
+    subject: Annotated[
+        str | None, Parameter(description="A citizen ID; matched by its keyed digest")
+    ] = None,
+    before_seq: Annotated[int | None, Parameter(ge=1)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+) -> AuditPage:
+    if adapter and system and adapter != system:
+        raise InvalidRequest("adapter and system name the same filter; give one")
+    digest = runtime.audit.digest(subject) if subject and subject.strip() else None
+    query = AuditQuery(
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+        adapter=adapter or system or None,
+        actor=actor or None,
+        outcome=outcome or None,
+        request_id=request_id or None,
+        dossier_code=dossier_code or None,
+        subject_digest=digest,
+        operation=operation or None,
+        before_seq=before_seq,
+        limit=limit + 1,
+    )
+    records = await runtime.store.audit.query(query)
+    more = len(records) > limit
+    records = records[:limit]
+    return AuditPage(
+        items=[record_view(r) for r in records],
+        next_before_seq=records[-1].seq if more and records else None,
+    )
+
+
+@get(
+    "/ops/api/audit/verify",
+    tags=["ops"],
+    summary="The audit chain's state: intact, or the first broken record",
+    description=(
+        "By default the records appended since the last check are verified, and the whole "
+        "chain every few minutes; `full=true` walks the whole chain now."
+    ),
+    opt={"scopes": ["ops:read"]},
+)
+async def audit_chain(runtime: Runtime, full: bool = False) -> ChainView:
+    result = await (verify_chain(runtime.store) if full else chain_status(runtime.store))
+    return _chain_view(result)
+
+
+routes = [audit_records, audit_chain]
