@@ -26,10 +26,10 @@ from gateway.settings import CONFIG_ENV, Settings
 __all__ = ["check_config", "redacted_config", "unknown_environment_variables"]
 
 REDACTED = "**********"
-#: GATEWAY_* variables that are not settings (the CLI, the test suite and the sandbox use them)
-NON_SETTINGS_VARIABLES = frozenset(
-    {CONFIG_ENV, "GATEWAY_SANDBOX_URL", "GATEWAY_TEST_REDIS_URL", "GATEWAY_TESTING"}
-)
+#: GATEWAY_* variables that are not settings: the CLI's and the sandbox's, and every
+#: GATEWAY_TEST* switch of the test suite (GATEWAY_TEST_REDIS_URL, GATEWAY_TESTING_...)
+NON_SETTINGS_VARIABLES = frozenset({CONFIG_ENV, "GATEWAY_SANDBOX_URL"})
+NON_SETTINGS_PREFIX = "GATEWAY_TEST"
 #: key names whose values are credentials even when an adapter's model does not say so
 _SECRET_NAME = re.compile(
     r"(?i)(^|_)(password|passwd|secret|token|api_?key|private_?key|credentials?)$"
@@ -44,6 +44,8 @@ def unknown_environment_variables(environ: dict[str, str] | None = None) -> list
     out = []
     for name in sorted(environ):
         if not name.startswith("GATEWAY_") or name in NON_SETTINGS_VARIABLES:
+            continue
+        if name.startswith(NON_SETTINGS_PREFIX):
             continue
         top = name[len("GATEWAY_") :].split("__", 1)[0]
         if top not in known:
