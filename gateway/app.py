@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.template.config import TemplateConfig
 
+from gateway.api import dossiers as dossiers_api
 from gateway.api import events, health, health_adapters, metrics, ops_audit, ops_dead_letters
 from gateway.api import jobs as jobs_api
 from gateway.api.problems import exception_handlers
@@ -40,6 +41,13 @@ Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litestar:
     configure_logging(settings.logging)
     runtime = Runtime.build(settings, sandbox_url=sandbox_url)
+    # each adapter's callback routes, under /callbacks/<name> (conventions 7 and 8)
+    runtime.instantiate_adapters()
+    callback_routers = [
+        Router(path=f"/callbacks/{name}", route_handlers=list(adapter.callback_routes()))
+        for name, adapter in runtime.registry.instances.items()
+        if adapter.callback_routes()
+    ]
     # the dashboard's session cookie is a credential too (tried after API keys)
     register_credential_resolver(ops_pages.session_credentials)
 
@@ -64,6 +72,8 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
             *events.routes,
             *ops_audit.routes,
             *ops_pages.routes,
+            *dossiers_api.routes,
+            *callback_routers,
         ],
         template_config=TemplateConfig(
             directory=ops_pages.TEMPLATE_DIR, engine=JinjaTemplateEngine

@@ -153,8 +153,14 @@ class Runtime:
     def _service(self, name: str) -> Any:
         return getattr(self, name, None)
 
+    def instantiate_adapters(self) -> None:
+        """Create the adapter objects once: the app needs their callback routes before
+        start(); start() then starts these same objects."""
+        if not self.registry.instances:
+            self.registry.instantiate(self.adapter_context)
+
     async def _start_adapters(self) -> None:
-        self.registry.instantiate(self.adapter_context)
+        self.instantiate_adapters()
         for adapter in self.registry.instances.values():
             await adapter.start()
 
