@@ -20,8 +20,10 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -40,6 +42,7 @@ __all__ = [
     "chain_status",
     "export",
     "normalise_identifier",
+    "parse_time",
     "read_anchor",
     "read_export_mark",
     "record_from_dict",
@@ -65,6 +68,25 @@ CLOCK_SKEW_SECONDS = 60.0
 
 #: keep details short: they are for people, and must not grow the log without bound
 MAX_DETAIL_CHARS = 500
+
+
+#: times typed without an offset are the province's local time
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from epoch seconds or ISO 8601 (``2026-01-31``, ``2026-01-31T08:00``,
+    ``...+07:00``, ``...Z``); without an offset the time is Asia/Ho_Chi_Minh. ValueError
+    otherwise."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=LOCAL_TZ)
+    return when.timestamp()
 
 
 def normalise_identifier(identifier: str) -> str:

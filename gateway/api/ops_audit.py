@@ -7,14 +7,13 @@ digest the records carry and forgets it; it is never stored, logged or echoed ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import get
 from litestar.params import Parameter
 
 from gateway.api.jobs import iso
-from gateway.audit import VerifyResult, chain_status, verify_chain
+from gateway.audit import VerifyResult, chain_status, parse_time, verify_chain
 from gateway.errors import InvalidRequest
 from gateway.runtime import Runtime
 from gateway.store.base import AuditQuery, AuditRecord
@@ -25,7 +24,6 @@ __all__ = [
     "ChainView",
     "audit_chain",
     "audit_records",
-    "parse_time",
     "record_view",
     "routes",
 ]
@@ -96,23 +94,15 @@ def record_view(r: AuditRecord) -> AuditRecordView:
     )
 
 
-def parse_time(name: str, value: str | None) -> float | None:
-    """Epoch seconds, or an ISO 8601 date or date-time (UTC when no offset is given)."""
-    if value is None or value == "":
+def _time(name: str, value: str | None) -> float | None:
+    if value is None or value.strip() == "":
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         raise InvalidRequest(
             f"{name}: not a time (epoch seconds or ISO 8601, e.g. 2026-01-31T08:00:00+07:00)"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 def _chain_view(result: VerifyResult) -> ChainView:
@@ -133,7 +123,7 @@ def _chain_view(result: VerifyResult) -> ChainView:
     description=(
         "Filters combine (AND). `subject` is a citizen ID: the server digests it with the "
         "identifier key and matches the records' digests; the ID itself is never stored or "
-        "returned. Times are epoch seconds or ISO 8601."
+        "returned. Times are epoch seconds or ISO 8601 (Asia/Ho_Chi_Minh when no offset is given)."
     ),
     opt={"scopes": ["ops:read"]},
 )
@@ -158,8 +148,8 @@ async def audit_records(
         raise InvalidRequest("adapter and system name the same filter; give one")
     digest = runtime.audit.digest(subject) if subject and subject.strip() else None
     query = AuditQuery(
-        since=parse_time("since", since),
-        until=parse_time("until", until),
+        since=_time("since", since),
+        until=_time("until", until),
         adapter=adapter or system or None,
         actor=actor or None,
         outcome=outcome or None,
