@@ -15,6 +15,7 @@ from litestar.template.config import TemplateConfig
 
 from gateway.api import dossiers as dossiers_api
 from gateway.api import events, health, health_adapters, metrics, ops_audit, ops_dead_letters
+from gateway.api import identity as identity_api
 from gateway.api import jobs as jobs_api
 from gateway.api.problems import exception_handlers
 from gateway.idempotency import IdempotencyMiddleware
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
             *ops_audit.routes,
             *ops_pages.routes,
             *dossiers_api.routes,
+            *identity_api.routes,
             *callback_routers,
         ],
         template_config=TemplateConfig(

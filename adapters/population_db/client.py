@@ -1,0 +1,270 @@
+"""The wire: ``TraCuuThongTinCongDan`` over SOAP with zeep, signed, on the resilient client.
+
+The zeep ``AsyncClient`` is built once (at the adapter's start) from the WSDL shipped in this
+folder, with the project's hardened XML settings. Its transport is :class:`SoapTransport`, a
+zeep ``AsyncTransport`` running on the adapter's ``OutboundClient.http`` (timeouts, retries,
+circuit breaker, bulkhead, quota) that, per call:
+
+1. adds the OAuth2 bearer token (refreshed once on a 401);
+2. signs the SOAP Body with the gateway's key, when the deployment signs requests;
+3. refuses any answer the hardened parser refuses (DOCTYPE, entities, depth, size);
+4. verifies the answer's signature against the registry's certificate, when the deployment
+   verifies answers, and gives zeep only the signed Body.
+
+Errors leave as ``gateway.errors``: a SOAP fault is ``UpstreamFault``, an answer that cannot be
+read or verified ``UpstreamProtocolError``; timeouts, unavailability and an open circuit come
+from the outbound layer unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import structlog
+import zeep
+import zeep.exceptions
+from cryptography import x509
+from lxml import etree
+from pydantic import ValidationError
+from zeep.helpers import serialize_object
+from zeep.proxy import AsyncServiceProxy
+from zeep.transports import AsyncTransport
+
+from gateway.errors import (
+    ConfigurationError,
+    GatewayError,
+    SignatureInvalid,
+    UpstreamAuthFailed,
+    UpstreamFault,
+    UpstreamProtocolError,
+    XmlRejected,
+)
+from gateway.outbound import OutboundClient
+from signing.keys import ensure_dev_pki, load_certificates, load_signing_material
+from signing.sign import XmlSigner
+from signing.trust import TrustStore
+from signing.verify import VerificationPolicy, XmlVerifier
+from signing.xml import parse_xml, zeep_settings
+
+from .auth import TokenSource
+from .config import SANDBOX_CONSUMER_SECRET, PopulationDbConfig
+from .models import NS, OPERATION, SOAP_ACTION, WSDL_PATH, KetQuaTraCuu, YeuCauTraCuu
+from .soapsig import EnvelopeSigning, EnvelopeVerification, envelope_around
+
+if TYPE_CHECKING:
+    from gateway.adapters import AdapterContext
+
+__all__ = ["BINDING", "PopulationDbClient", "SoapTransport", "build_client"]
+
+log = structlog.get_logger(__name__)
+
+BINDING = f"{{{NS}}}DanCuQuocGiaBinding"
+
+
+def _refuse_remote(request: httpx.Request) -> httpx.Response:
+    raise zeep.exceptions.TransportError(  # type: ignore[no-untyped-call]
+        "the WSDL is loaded from the adapter's folder; remote imports are refused"
+    )
+
+
+class SoapTransport(AsyncTransport):
+    """zeep's async transport on the resilient client, with auth, signing and verification."""
+
+    def __init__(
+        self,
+        *,
+        system: str,
+        outbound: OutboundClient,
+        tokens: TokenSource,
+        signing: EnvelopeSigning | None,
+        verification: EnvelopeVerification | None,
+    ) -> None:
+        # AsyncTransport.__init__ overwrites the client's default headers; keep the shared
+        # client's own, and give the WSDL loader a client that can reach nothing
+        saved = httpx.Headers(outbound.http.headers)
+        super().__init__(  # type: ignore[no-untyped-call]
+            client=outbound.http,
+            wsdl_client=httpx.Client(transport=httpx.MockTransport(_refuse_remote)),
+        )
+        outbound.http.headers = saved
+        self.system = system
+        self.outbound = outbound
+        self.tokens = tokens
+        self.signing = signing
+        self.verification = verification
+
+    async def aclose(self) -> None:
+        # the outbound client belongs to the runtime, which closes it
+        self.wsdl_client.close()
+
+    async def post_xml(self, address: str, envelope: etree._Element, headers: Any) -> Any:
+        if self.signing is not None:
+            message = self.signing.sign(envelope)
+        else:
+            message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        request_headers = dict(headers)
+        request_headers["SOAPAction"] = f'"{SOAP_ACTION}"'
+        response, token = await self._send(address, message, request_headers)
+        if response.status_code == 401:
+            # the platform forgot our token (expiry, rotation): fetch a new one, once
+            await self.tokens.invalidate(token)
+            response, _ = await self._send(address, message, request_headers)
+            if response.status_code == 401:
+                raise UpstreamAuthFailed(
+                    f"{self.system}: the integration platform refused a fresh token",
+                    system=self.system,
+                )
+        return self.new_response(self._checked(response))  # type: ignore[no-untyped-call]
+
+    async def _send(
+        self, address: str, message: bytes, headers: dict[str, str]
+    ) -> tuple[httpx.Response, str]:
+        token = await self.tokens.token()
+        headers = {**headers, "Authorization": f"Bearer {token}"}
+        with self.outbound.operation(OPERATION, idempotent=True):  # a query: safe to repeat
+            response = await self.client.post(address, content=message, headers=headers)
+        return response, token
+
+    def _checked(self, response: httpx.Response) -> httpx.Response:
+        """The answer as zeep may read it: parsed hardened, and verified when required."""
+        body = response.content
+        try:
+            parse_xml(body)
+        except XmlRejected as exc:
+            raise UpstreamProtocolError(
+                f"{self.system}: the answer was refused by the hardened XML parser ({exc.detail})",
+                system=self.system,
+            ) from None
+        if self.verification is None or response.status_code != 200:
+            return response  # faults are not signed; zeep turns them into Fault
+        try:
+            signed_body = self.verification.verify(body)
+        except SignatureInvalid as exc:
+            raise UpstreamProtocolError(
+                f"{self.system}: the answer's signature was refused ({exc.slug}: {exc.detail})",
+                system=self.system,
+                extra={"signature_problem": exc.slug},
+            ) from None
+        return httpx.Response(
+            response.status_code,
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+            content=envelope_around(signed_body),
+            request=response.request,
+        )
+
+
+class PopulationDbClient:
+    """One zeep client per adapter, for the adapter's lifetime."""
+
+    def __init__(self, *, system: str, service_url: str, transport: SoapTransport) -> None:
+        self.system = system
+        self.transport = transport
+        self._zeep = zeep.AsyncClient(  # type: ignore[no-untyped-call]
+            wsdl=str(WSDL_PATH), transport=transport, settings=zeep_settings()
+        )
+        # AsyncClient.create_service would give a synchronous proxy: build the async one
+        binding = self._zeep.wsdl.bindings[BINDING]
+        self._service = AsyncServiceProxy(  # type: ignore[no-untyped-call]
+            self._zeep, binding, address=service_url
+        )
+
+    async def lookup(self, request: YeuCauTraCuu) -> KetQuaTraCuu:
+        """One ``TraCuuThongTinCongDan`` call."""
+        operation = getattr(self._service, OPERATION)
+        try:
+            result = await operation(**request.zeep_arguments())
+        except GatewayError:
+            raise
+        except zeep.exceptions.Fault as fault:
+            # the fault string is the registry's text: kept out of the problem shown to callers
+            code = fault.code if isinstance(fault.code, str) else "unknown"
+            raise UpstreamFault(
+                f"{self.system}: the registry answered a SOAP fault ({code})", system=self.system
+            ) from None
+        except zeep.exceptions.TransportError as exc:
+            raise UpstreamProtocolError(
+                f"{self.system}: unexpected HTTP status {exc.status_code}", system=self.system
+            ) from None
+        except (zeep.exceptions.Error, etree.LxmlError, ValueError) as exc:
+            raise UpstreamProtocolError(
+                f"{self.system}: the answer does not match the WSDL ({type(exc).__name__})",
+                system=self.system,
+            ) from None
+        return _to_model(result, self.system)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+def _to_model(result: Any, system: str) -> KetQuaTraCuu:
+    data = serialize_object(result, dict)  # type: ignore[no-untyped-call]
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(f"{system}: the answer is empty", system=system)
+    collection = data.pop("CongdanCollection", None) or {}
+    citizens = collection.get("CongDan") or [] if isinstance(collection, dict) else []
+    try:
+        return KetQuaTraCuu.model_validate({**data, "CongdanCollection": citizens})
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        raise UpstreamProtocolError(
+            f"{system}: the answer is incomplete or malformed at {where}", system=system
+        ) from None
+
+
+# ---------------------------------------------------------------- building (at start-up)
+
+
+def build_client(
+    name: str, config: PopulationDbConfig, context: AdapterContext
+) -> tuple[PopulationDbClient, tuple[x509.Certificate, ...]]:
+    """The adapter's client from its configuration and the ``[signing]`` settings; also the
+    registry certificates it pins (for the health view's expiry warning)."""
+    settings = context.settings
+    outbound = context.outbound(None)
+    if config.consumer_secret is not None:
+        secret = config.consumer_secret.get_secret_value()
+    elif settings.environment == "sandbox":
+        secret = SANDBOX_CONSUMER_SECRET
+    else:
+        raise ConfigurationError(
+            f"adapters.{name}.consumer_secret: required (or consumer_secret_file)"
+        )
+    tokens = TokenSource(
+        system=name,
+        outbound=outbound,
+        store=context.store,
+        consumer_key=config.consumer_key,
+        consumer_secret=secret,
+        token_path=config.token_path,
+        margin=config.token_refresh_margin_seconds,
+    )
+    if (config.sign_requests or config.verify_responses) and settings.environment == "sandbox":
+        # the sandbox makes its development PKI on demand; production keys are the operator's
+        ensure_dev_pki(settings.signing.dev_pki_dir, [name])
+    signing = None
+    if config.sign_requests:
+        signing = EnvelopeSigning(XmlSigner(load_signing_material(settings.signing)))
+    verification = None
+    pinned: tuple[x509.Certificate, ...] = ()
+    if config.verify_responses:
+        if config.peer_certificate is not None:
+            pinned = tuple(load_certificates(config.peer_certificate))
+        policy = VerificationPolicy(
+            trust=TrustStore.from_settings(settings.signing),
+            pinned=pinned,
+            allow_sha1=name in settings.signing.sha1_allowed_peers,
+            peer=name,
+        )
+        verification = EnvelopeVerification(XmlVerifier(policy))
+    transport = SoapTransport(
+        system=name,
+        outbound=outbound,
+        tokens=tokens,
+        signing=signing,
+        verification=verification,
+    )
+    client = PopulationDbClient(
+        system=name, service_url=outbound.base_url + config.soap_path, transport=transport
+    )
+    return client, pinned

@@ -1,0 +1,71 @@
+"""XML-DSig over the SOAP Body, without WS-Security.
+
+The signature is an ordinary enveloped ``ds:Signature`` placed in the SOAP Header whose one
+Reference points at the Body by its ``Id``. Both sides of the wire use these two classes: the
+gateway signs its requests and verifies the answers; the simulator does the reverse.
+
+Verification hands back **only the signed Body** (re-parsed from the exact bytes that were
+digested), and :func:`envelope_around` wraps it in a fresh envelope for zeep: whatever else the
+answer carried, signed or not, never reaches the parser of the data (signature wrapping).
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from gateway.errors import SignatureInvalid
+from signing.sign import XmlSigner
+from signing.verify import VerifiedDocument, XmlVerifier
+
+from .models import SOAP_ENV_NS
+
+__all__ = ["BODY_ID", "EnvelopeSigning", "EnvelopeVerification", "envelope_around"]
+
+#: the Id the Reference names (unqualified, as SOAP 1.1 allows any attribute on Body)
+BODY_ID = "soap-body"
+_DS = "http://www.w3.org/2000/09/xmldsig#"
+_BODY = f"{{{SOAP_ENV_NS}}}Body"
+_HEADER = f"{{{SOAP_ENV_NS}}}Header"
+
+
+class EnvelopeSigning:
+    """Signs envelopes with one key (the gateway's, or a simulator's)."""
+
+    def __init__(self, signer: XmlSigner) -> None:
+        self.signer = signer
+
+    def sign(self, envelope: etree._Element) -> bytes:
+        """Sign the Body of ``envelope`` (changed in place: Id and Header added)."""
+        body = envelope.find(_BODY)
+        if body is None:
+            raise ValueError("the envelope has no Body")
+        body.set("Id", BODY_ID)
+        header = envelope.find(_HEADER)
+        if header is None:
+            header = etree.Element(_HEADER)
+            envelope.insert(0, header)
+        # signxml puts the signature where this placeholder is
+        etree.SubElement(header, f"{{{_DS}}}Signature", Id="placeholder", nsmap={"ds": _DS})
+        return self.signer.sign(etree.tostring(envelope), reference_id=BODY_ID).xml
+
+
+class EnvelopeVerification:
+    """Verifies signed envelopes under one policy (pinned peer certificate or trust store)."""
+
+    def __init__(self, verifier: XmlVerifier) -> None:
+        self.verifier = verifier
+
+    def verify(self, data: bytes) -> etree._Element:
+        """The signed Body of ``data``; raises a ``SignatureInvalid`` class otherwise."""
+        document: VerifiedDocument = self.verifier.verify(data)
+        body = document.signed_xml
+        if body is None or body.tag != _BODY:
+            raise SignatureInvalid("the signature does not cover the SOAP Body")
+        return body
+
+
+def envelope_around(body: etree._Element) -> bytes:
+    """A fresh SOAP envelope holding ``body`` alone."""
+    envelope = etree.Element(f"{{{SOAP_ENV_NS}}}Envelope", nsmap={"soap": SOAP_ENV_NS})
+    envelope.append(body)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
