@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.store.base import Attempt, AuditRecord, Event
+from gateway.store.base import Attempt, AuditRecord, Event, NewJob
 
 __all__ = [
     "attempt_json",
     "attempts_from_json",
     "audit_from_json",
     "audit_json",
+    "check_new_job",
     "dumps",
     "event_from_json",
     "event_json",
@@ -35,6 +36,14 @@ def loads_dict(text: str | bytes | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ValueError("stored JSON is not an object")
     return value
+
+
+def check_new_job(job: NewJob) -> None:
+    """Refuse empty keys: on Redis they would read as "no key", on SQLite as one shared key."""
+    if job.ordering_key == "":
+        raise ValueError("ordering_key must not be empty")
+    if job.dedupe_key == "":
+        raise ValueError("dedupe_key must not be empty")
 
 
 def attempt_json(attempt: Attempt) -> str:

@@ -29,6 +29,11 @@ R = TypeVar("R")
 
 Arg = str | bytes | int | float
 
+#: sockets per store instance; more concurrent calls queue for a free one
+MAX_CONNECTIONS = 64
+#: how long a call waits for a free connection before StoreUnavailable
+POOL_WAIT = 10.0
+
 
 def as_str(value: Any) -> str:
     """A reply item as text (the client answers bytes; the stubs also allow str)."""
@@ -74,8 +79,12 @@ class Conn:
     def connect(self) -> None:
         if self._client is not None:
             return
-        self._client = aioredis.Redis.from_url(
+        # a blocking pool: a burst of concurrent calls waits for a free connection instead of
+        # failing with MaxConnectionsError, and the number of sockets stays bounded
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             socket_keepalive=True,
@@ -85,6 +94,7 @@ class Conn:
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2, (RedisConnectionError,)),
             health_check_interval=30,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
 
     @property
     def client(self) -> aioredis.Redis:

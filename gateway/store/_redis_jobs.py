@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import ids
-from gateway.store._codec import attempt_json, attempts_from_json, dumps, loads_dict
+from gateway.store._codec import (
+    attempt_json,
+    attempts_from_json,
+    check_new_job,
+    dumps,
+    loads_dict,
+)
 from gateway.store._redis_conn import Conn, as_bytes, as_str, guard
 from gateway.store._redis_lua import (
     ACK,
@@ -83,14 +89,6 @@ def _decoded(raw: dict[Any, Any]) -> dict[str, bytes]:
     return {as_str(k): as_bytes(v) for k, v in raw.items()}
 
 
-def _check_key(name: str, value: str | None) -> str:
-    if value is None:
-        return ""
-    if value == "":
-        raise ValueError(f"{name} must not be empty")
-    return value
-
-
 class RedisJobStore(JobStore):
     def __init__(self, conn: Conn) -> None:
         self._c = conn
@@ -101,8 +99,9 @@ class RedisJobStore(JobStore):
 
     @guard
     async def enqueue(self, job: NewJob, *, max_queued: int | None = None) -> tuple[Job, bool]:
-        okey = _check_key("ordering_key", job.ordering_key)
-        dkey = _check_key("dedupe_key", job.dedupe_key)
+        check_new_job(job)
+        okey = job.ordering_key or ""
+        dkey = job.dedupe_key or ""
         now = time.time()
         run_at = job.run_at if job.run_at is not None else now
         res = await self._c.run(

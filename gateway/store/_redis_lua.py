@@ -98,9 +98,6 @@ ENQUEUE = _script(
     r"""
 local p = ARGV[1]
 local proposed = ARGV[2]
-if redis.call('EXISTS', p .. 'j:' .. proposed) == 1 then
-  return {1, proposed}  -- a retried call that already went through
-end
 local dkey = ARGV[8]
 if dkey ~= '' then
   local existing = redis.call('GET', p .. 'q:dedupe:' .. dkey)

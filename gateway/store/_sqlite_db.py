@@ -84,7 +84,10 @@ class Database:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
+                # best effort: refreshes planner statistics; another process may hold the lock
                 conn.execute("PRAGMA optimize")
+            except sqlite3.OperationalError:
+                pass
             finally:
                 conn.close()
 

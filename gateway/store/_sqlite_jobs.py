@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import ids
-from gateway.store._codec import attempt_json, attempts_from_json, dumps, loads_dict
+from gateway.store._codec import (
+    attempt_json,
+    attempts_from_json,
+    check_new_job,
+    dumps,
+    loads_dict,
+)
 from gateway.store._sqlite_db import Database
 from gateway.store.base import (
     Attempt,
@@ -148,6 +154,7 @@ class SqliteJobStore(JobStore):
         self._db = db
 
     async def enqueue(self, job: NewJob, *, max_queued: int | None = None) -> tuple[Job, bool]:
+        check_new_job(job)
         now = time.time()
         proposed = ids.new_id()
 

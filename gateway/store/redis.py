@@ -44,6 +44,11 @@ class RedisStore(Store):
     def key_prefix(self) -> str:
         return self._c.prefix
 
+    @property
+    def url(self) -> str:
+        """The connection URL (it may carry a password: never log it)."""
+        return self._c.url
+
     async def open(self) -> None:
         """Connect; the scripts load on first use (and again after a restart)."""
         self._c.connect()

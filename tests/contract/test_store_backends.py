@@ -1,0 +1,228 @@
+"""Backend-specific guarantees the contract relies on.
+
+Redis: a private ``redis-server`` on a free port (never the shared one: these tests stop and
+restart it) shows ``StoreUnavailable`` while it is down, ``ping()`` answering False, and the
+store carrying on by itself after a restart (reconnect, scripts reloaded after NOSCRIPT, data
+kept by AOF). SQLite: data survives closing and reopening, and several *processes* leasing
+from one file never take the same job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import StoreUnavailable
+from gateway.store.base import Attempt, AuditRecord, NewJob
+from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SqliteStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        pytest.fail("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_redis_unreachable_raises_store_unavailable() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{_free_port()}/0", key_prefix="t:")
+    await store.open()
+    try:
+        assert await store.ping() is False
+        with pytest.raises(StoreUnavailable):
+            await store.get("k")
+        with pytest.raises(StoreUnavailable):
+            await store.jobs.enqueue(NewJob("k", {}))
+        with pytest.raises(StoreUnavailable):
+            await store.audit.append(
+                AuditRecord(at=0.0, direction="internal", actor="a", operation="o", outcome="ok")
+            )
+        with pytest.raises(StoreUnavailable):
+            [r async for r in store.audit.iterate()]
+    finally:
+        await store.close()
+
+
+async def test_redis_restart_is_survived(private_redis: RedisServer) -> None:
+    store = RedisStore(private_redis.url, key_prefix=f"t{uuid.uuid4().hex[:6]}:")
+    await store.open()
+    try:
+        now = time.time()
+        done, _ = await store.jobs.enqueue(NewJob("k", {"n": 1}, run_at=now))
+        pending, _ = await store.jobs.enqueue(NewJob("k", {"n": 2}, run_at=now + 1))
+        assert await store.jobs.lease("w", visibility=60, now=now)
+        assert await store.jobs.ack(done.id, "w", now=now, attempt=Attempt(at=now))
+        first = await store.audit.append(
+            AuditRecord(at=now, direction="internal", actor="a", operation="o", outcome="ok")
+        )
+        assert await store.ping()
+
+        private_redis.stop()
+        assert await store.ping() is False
+        with pytest.raises(StoreUnavailable):
+            await store.jobs.lease("w", visibility=60, now=now + 2)
+        with pytest.raises(StoreUnavailable):
+            await store.incr("n")
+
+        private_redis.start()  # same port, same AOF: no scripts loaded, data kept
+        deadline = time.monotonic() + 5
+        while not await store.ping():
+            assert time.monotonic() < deadline, "store did not reconnect"
+            await asyncio.sleep(0.05)
+        got = await store.jobs.lease("w", visibility=60, now=now + 2)  # NOSCRIPT -> reload
+        assert got is not None and got.id == pending.id
+        acked = await store.jobs.get(done.id)
+        assert acked is not None and acked.state.value == "succeeded"
+        second = await store.audit.append(
+            AuditRecord(at=now, direction="internal", actor="a", operation="o", outcome="ok")
+        )
+        assert (second.seq, second.prev_hash) == (2, first.hash)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "gateway.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.open()  # idempotent
+    job, _ = await store.jobs.enqueue(NewJob("k", {"a": 1}, ordering_key="K"))
+    await store.set("v", b"1")
+    rec = await store.audit.append(
+        AuditRecord(at=1.0, direction="internal", actor="a", operation="o", outcome="ok")
+    )
+    await store.close()
+    assert await store.ping() is False
+
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert await again.get("v") == b"1"
+        got = await again.jobs.get(job.id)
+        assert got is not None and got.payload == {"a": 1}
+        assert await again.audit.head() == (1, rec.hash)
+    finally:
+        await again.close()
+
+
+_LEASER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from gateway.store.sqlite import SqliteStore
+    from gateway.store.base import Attempt
+
+    async def main():
+        store = SqliteStore(sys.argv[1])
+        await store.open()
+        got = []
+        while True:
+            job = await store.jobs.lease(sys.argv[2], visibility=300, now=time.time())
+            if job is None:
+                break
+            got.append(job.id)
+            await store.jobs.ack(job.id, sys.argv[2], now=time.time(), attempt=Attempt(at=0))
+        await store.close()
+        print("\\n".join(got))
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sqlite_processes_never_lease_the_same_job(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        ids = {(await store.jobs.enqueue(NewJob("k", {"i": i})))[0].id for i in range(400)}
+    finally:
+        await store.close()
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _LEASER,
+            str(path),
+            f"p{i}",
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for i in range(3)
+    ]
+    outputs = [(await p.communicate())[0].decode().split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    leased = [job_id for out in outputs for job_id in out]
+    assert len(leased) == len(set(leased)) == 400
+    assert set(leased) == ids
