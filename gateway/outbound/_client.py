@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -106,6 +107,9 @@ class OutboundClient:
         store: Store,
         tls: TlsSettings | None = None,
     ) -> None:
+        # httpx logs every request at INFO with its full URL: a duplicate of our metrics on
+        # the hot path, and a query string may carry personal data
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.name = name
         self.base_url = _checked_base_url(name, base_url)
         self.policy = policy

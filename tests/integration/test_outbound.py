@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from support.echo_adapter import ECHO_ADAPTER
+from support.echo_adapter import ECHO_ADAPTER, EchoAdapter
 from support.uvicorn_server import free_port, serving
 
+from gateway.adapters import AdapterRegistry
 from gateway.errors import (
     BulkheadFull,
     CircuitOpen,
@@ -39,6 +40,12 @@ TOKEN = {"Authorization": "Bearer echo-sandbox-token"}
 
 
 @pytest.fixture(autouse=True)
+def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # defaults only: config/gateway.toml configures the national adapters
+    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
+
+
+@pytest.fixture(autouse=True)
 def real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # these tests measure real waits unless they ask for instant ones
     monkeypatch.delenv(INSTANT_BACKOFF_ENV, raising=False)
@@ -51,7 +58,9 @@ async def sandbox_url(tmp_path: Path) -> AsyncIterator[str]:
         adapters={"echo": {}},
         store={"sqlite_path": tmp_path / "sandbox.db"},
     )
-    async with serving(build_sandbox(settings)) as url:
+    # only the test adapter: the installed national simulators are not needed here
+    registry = AdapterRegistry(settings, {"echo": EchoAdapter})
+    async with serving(build_sandbox(settings, registry=registry)) as url:
         yield url
 
 
