@@ -217,7 +217,8 @@ def issue_certificate(
     not_after: dt.datetime | None = None,
     days: int = 730,
     ca: bool = False,
-    key_usage: x509.KeyUsage | None = None,
+    path_length: int | None = 0,
+    key_usage: x509.KeyUsage | Literal["omit"] | None = None,
     extended_key_usage: Sequence[x509.ObjectIdentifier] | None = None,
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[str] = (),
@@ -226,7 +227,8 @@ def issue_certificate(
     """Issue a certificate (self-signed when ``issuer`` is None).
 
     Defaults suit an XML signing leaf: digitalSignature + nonRepudiation. Tests use the knobs
-    to make expired, not-yet-valid and wrong-key-usage certificates from a real CA.
+    to make expired, not-yet-valid and wrong-key-usage certificates from a real CA
+    (``key_usage="omit"`` leaves the extension out, as X.509 v1-era certificates do).
     """
     key = key or generate_key()
     start = not_before or (_now() - dt.timedelta(minutes=5))
@@ -244,10 +246,13 @@ def issue_certificate(
         .serial_number(serial_number or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(key_usage, critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
+    if key_usage != "omit":
+        builder = builder.add_extension(key_usage, critical=True)
     if issuer is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),

@@ -42,12 +42,37 @@ DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 #: far deeper than any real exchange document, far below what could exhaust a stack
 DEFAULT_MAX_DEPTH = 128
 
-# A DOCTYPE can only appear in the prolog: after an optional BOM, XML declaration, comments,
-# processing instructions and white space. Matching the prolog (not the whole document) keeps
-# a "<!DOCTYPE" inside CDATA or a comment of the body from being refused.
-_PROLOG_DOCTYPE = re.compile(
-    rb"\A(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.DOTALL
-)
+_BOM = b"\xef\xbb\xbf"
+_SPACE = re.compile(rb"[ \t\r\n]+")
+
+
+def _prolog_has_doctype(data: bytes) -> bool:
+    """Whether the prolog (BOM, XML declaration, comments, PIs, space) holds a DOCTYPE.
+
+    Only the prolog is looked at, so "<!DOCTYPE" inside CDATA or a comment of the body is not
+    mistaken for a declaration; the scan stops at the first element, so its cost does not
+    grow with the document. ASCII-compatible encodings only: the parsed document information
+    is checked as well, which covers UTF-16/32.
+    """
+    pos = len(_BOM) if data.startswith(_BOM) else 0
+    end = len(data)
+    while pos < end:
+        space = _SPACE.match(data, pos)
+        if space is not None:
+            pos = space.end()
+        elif data.startswith(b"<?", pos):
+            close = data.find(b"?>", pos + 2)
+            if close < 0:
+                return False
+            pos = close + 2
+        elif data.startswith(b"<!--", pos):
+            close = data.find(b"-->", pos + 4)
+            if close < 0:
+                return False
+            pos = close + 3
+        else:
+            return data.startswith(b"<!DOCTYPE", pos)
+    return False
 
 
 class _DenyAllResolver(etree.Resolver):
@@ -138,7 +163,7 @@ def parse_xml(
         raise XmlRejected(f"document is {len(data)} bytes, the limit is {max_bytes}")
     if not data.strip():
         raise XmlRejected("document is empty")
-    if _PROLOG_DOCTYPE.match(data):
+    if _prolog_has_doctype(data):
         raise XmlRejected("document type declarations (DOCTYPE, DTD, entities) are refused")
     try:
         root = etree.fromstring(data, parser=_thread_parser())

@@ -1,0 +1,70 @@
+# signxml leaves these private helpers unannotated; this module is the one typed seam over them
+# mypy: disable-error-code="no-untyped-call"
+"""signxml's verifier, minus the re-parsing it does for callers that hand it untrusted input.
+
+signxml serialises and re-parses the whole document several times per verification (a copy
+per reference, the parsed signed content it returns). Our verifier hands it a tree that
+``parse_xml`` already produced under the hardened policy and that nothing else holds, so:
+
+* ``get_root`` takes that private tree as it is instead of serialising and re-parsing it;
+* ``_verify_reference`` copies the tree with lxml's C-level deep copy (the enveloped-signature
+  transform edits its copy) and returns the canonical bytes only; ``signing.verify`` parses
+  them lazily when a caller asks for the signed XML.
+
+The digest, transform and canonicalisation logic is signxml's own (``_resolve_reference``,
+``_apply_transforms``, ``_get_digest`` are called unchanged). This overrides private methods
+of signxml 5.2, hence the version pin in pyproject.toml; the interop-vector tests guard it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+from base64 import b64decode
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from lxml import etree
+from signxml.algorithms import DigestAlgorithm
+from signxml.exceptions import InvalidDigest
+from signxml.verifier import VerifyResult, XMLVerifier
+
+__all__ = ["TreeVerifier"]
+
+
+class TreeVerifier(XMLVerifier):
+    def get_root(self, data: Any) -> Any:
+        if isinstance(data, etree._Element):
+            return data
+        return super().get_root(data)
+
+    def _verify_reference(
+        self,
+        reference: Any,
+        index: int,
+        root: Any,
+        uri_resolver: Any,
+        c14n_algorithm: Any,
+        signature: Any,
+        signature_key_used: Any,
+    ) -> VerifyResult:
+        copied_root = copy.deepcopy(root)
+        copied_signature_ref = self._get_signature(copied_root)
+        transforms = self._find(reference, "Transforms", require=False)
+        digest_alg = DigestAlgorithm(self._find(reference, "DigestMethod").get("Algorithm"))
+        digest_value = self._find(reference, "DigestValue")
+        self.check_digest_alg_expected(digest_alg)
+        payload = self._resolve_reference(copied_root, reference, uri_resolver=uri_resolver)
+        payload_c14n = self._apply_transforms(
+            payload, transforms_node=transforms, signature=copied_signature_ref
+        )
+        if isinstance(payload_c14n, str):
+            payload_c14n = payload_c14n.encode()
+        expected = b64decode(digest_value.text or "")
+        if not hmac.compare_digest(expected, self._get_digest(payload_c14n, digest_alg)):
+            raise InvalidDigest(f"Digest mismatch for reference {index} ({reference.get('URI')})")
+        if isinstance(signature_key_used, bytes):
+            key = signature_key_used
+        else:
+            key = signature_key_used.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        return VerifyResult(payload_c14n, None, signature, signature_key=key)
