@@ -207,14 +207,21 @@ def _redact_text(text: str) -> str:
     return text
 
 
+def _is_secret(key: object, value: Any) -> bool:
+    # numbers are never credentials (a lock's fencing "token" is a counter, worth seeing)
+    return (
+        isinstance(key, str)
+        and key.lower() in SECRET_KEYS
+        and not isinstance(value, int | float)
+        and value is not None
+    )
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return _redact_text(value)
     if isinstance(value, Mapping):
-        return {
-            k: (REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS else _redact(v))
-            for k, v in value.items()
-        }
+        return {k: (REDACTED if _is_secret(k, v) else _redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact(v) for v in value]
     return value
@@ -224,10 +231,7 @@ def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDic
     """Drop credential values: by key name (``authorization``, ``token`` ...) and by shape
     (``dvcgw_`` keys, ``Bearer`` values, ``password=`` in URLs) inside any string."""
     for key, value in list(event_dict.items()):
-        if key.lower() in SECRET_KEYS:
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _redact(value)
+        event_dict[key] = REDACTED if _is_secret(key, value) else _redact(value)
     return event_dict
 
 

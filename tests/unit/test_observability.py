@@ -110,6 +110,7 @@ def test_secrets_are_dropped_by_name_and_by_shape(captured: io.StringIO) -> None
         "upstream call",
         headers={"Authorization": "Bearer abcdef123456", "x-api-key": key, "accept": "json"},
         password="hunter2-hunter2",
+        token=7,  # a fencing token is a counter, not a credential
         url="https://user:pa55word@upstream.invalid/token?access_token=tok123456&x=1",
         note=f"the key is {key}",
     )
@@ -120,6 +121,7 @@ def test_secrets_are_dropped_by_name_and_by_shape(captured: io.StringIO) -> None
     assert line["headers"]["accept"] == "json"
     assert line["headers"]["Authorization"] == "[REDACTED]"
     assert line["password"] == "[REDACTED]"
+    assert line["token"] == 7
     assert "x=1" in line["url"]
 
 
@@ -197,3 +199,27 @@ async def test_app_lines_share_the_request_id_and_metrics_count_requests(
         in metrics.text
     )
     assert "gateway_http_request_duration_seconds_bucket" in metrics.text
+
+
+async def test_readiness_follows_the_store(tmp_path: Path) -> None:
+    settings = Settings(
+        store={"sqlite_path": tmp_path / "gateway.db"},
+        security={"clients_file": tmp_path / "clients.toml"},
+    )
+    app = create_app(settings)
+    async with AsyncTestClient(app) as c:
+        assert (await c.get("/health/ready")).status_code == 200
+        runtime = app.state.runtime
+        runtime.started = False  # what stop() does first on shutdown
+        not_ready = await c.get("/health/ready")
+        runtime.started = True
+    assert not_ready.status_code == 503
+    assert not_ready.json() == {"status": "not-ready"}
+    async with AsyncTestClient(app) as c:
+        store = app.state.runtime.store
+        await store.close()  # the store goes away under a running app
+        gone = await c.get("/health/ready")
+        live = await c.get("/health/live")
+        await store.open()  # and comes back, so shutdown can finish its work
+    assert gone.status_code == 503
+    assert live.status_code == 200
