@@ -1,0 +1,328 @@
+"""The national portal adapter end to end over real HTTP, on SQLite and on Redis.
+
+The provincial system calls the gateway (uvicorn); the gateway's workers call the strict
+portal simulator behind the sandbox's fault injector (uvicorn); assertions read what the
+portal stored through its ``/_state`` endpoints and what the gateway kept in its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.national_portal_rig import (
+    NATIONAL,
+    OPERATOR,
+    PROVINCE,
+    READER,
+    Rig,
+    dossier_body,
+    dossier_code,
+    portal_rig,
+    progress_record,
+)
+
+from gateway.store.base import JobState
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    async with portal_rig(request.param, tmp_path, redis_url) as r:
+        yield r
+
+
+#: one dossier's life: (command, status); each becomes one job; the wire code expected
+LIFE: list[tuple[str, str, str]] = [
+    ("put", "received", "2"),
+    ("progress", "processing", "4"),
+    ("put", "processing", "4"),
+    ("progress", "supplement_requested", "5"),
+    ("progress", "processing", "4"),
+    ("put", "payment_requested", "6"),
+    ("progress", "processing", "4"),
+    ("progress", "processed", "9"),
+    ("put", "processed", "9"),
+    ("put", "returned", "10"),
+]
+
+
+async def _send_life(rig: Rig, code: str, steps: list[tuple[str, str, str]]) -> list[str]:
+    """The province sends one dossier's commands one after the other (each answered 202)."""
+    job_ids = []
+    for n, (command, status, _) in enumerate(steps):
+        if command == "put":
+            r = await rig.put_dossier(code, dossier_body(status, receipt_number=f"BN-{n}"))
+        else:
+            r = await rig.post_progress(code, [progress_record(status, n)])
+        assert r.status_code == 202, r.text
+        assert r.json()["dossier_code"] == code
+        job_ids.append(r.json()["job_id"])
+    return job_ids
+
+
+async def test_100_updates_for_10_dossiers_reach_the_portal_in_order(rig: Rig) -> None:
+    codes = [dossier_code(100 + i) for i in range(10)]
+    batches = await asyncio.gather(*(_send_life(rig, code, LIFE) for code in codes))
+    job_ids = [j for batch in batches for j in batch]
+    assert len(job_ids) == 100
+    await rig.wait_jobs(job_ids, timeout=90)
+
+    for code in codes:
+        calls = await rig.portal_calls(code)
+        services = ["put" if c["service"] == "DongBoHoSoMC" else "progress" for c in calls]
+        assert services == [cmd for cmd, _, _ in LIFE], code
+        assert [c["TrangThai"] for c in calls] == [wire for _, _, wire in LIFE], code
+        # the first sync created it, every later one updated it
+        assert [c.get("isUpdating") for c in calls if "isUpdating" in c] == [
+            "False",
+            "True",
+            "True",
+            "True",
+            "True",
+        ]
+        stored = await rig.portal_dossier(code)
+        assert stored is not None
+        assert stored["record"]["TrangThaiHoSo"] == "10"
+        assert len(stored["progress"]) == 5
+
+        state = (
+            await rig.http.get(f"{rig.gateway}/v1/dossiers/{code}", headers=READER.headers)
+        ).json()
+        assert state["confirmed"]["status"] == "returned"
+        assert state["accepted_status"] == "returned"
+        assert state["progress_confirmed"] == 5
+        assert state["pending"] == []
+
+
+async def test_session_expiring_mid_run_is_renewed_without_losing_a_job(rig: Rig) -> None:
+    codes = [dossier_code(200 + i) for i in range(4)]
+    first = await asyncio.gather(*(_send_life(rig, c, LIFE[:3]) for c in codes))
+    await rig.wait_jobs([j for b in first for j in b])
+    logins_before = (await rig.portal_summary())["logins"]
+
+    # the portal ends every session; the next calls are refused with the session code
+    r = await rig.http.post(f"{rig.portal}/_state/sessions/expire")
+    assert r.json()["expired"] >= 1
+    rest = await asyncio.gather(*(_send_life(rig, c, LIFE[3:]) for c in codes))
+    jobs = await rig.wait_jobs([j for b in rest for j in b])
+
+    summary = await rig.portal_summary()
+    assert summary["logins"] > logins_before
+    # no job needed a second attempt: the renewal happened inside the call
+    assert all(j.attempt_count == 1 for j in jobs)
+    for code in codes:
+        calls = await rig.portal_calls(code)
+        assert [c["TrangThai"] for c in calls] == [wire for _, _, wire in LIFE]
+
+
+async def test_business_rejection_dead_letters_then_succeeds_after_replay(rig: Rig) -> None:
+    code = dossier_code(300)
+    unknown_procedure = "2.999901"
+    r = await rig.put_dossier(code, dossier_body("received", procedure_code=unknown_procedure))
+    assert r.status_code == 202, r.text
+    rejected = r.json()["job_id"]
+    # a later command of the same dossier waits behind the dead letter
+    r = await rig.post_progress(code, [progress_record("processing", 1)])
+    held = r.json()["job_id"]
+
+    [dead] = await rig.wait_jobs([rejected], until=[JobState.DEAD])
+    assert dead.attempt_count == 1  # permanent: not retried
+    assert "không tồn tại" in (dead.last_error or "")
+    job = (await rig.http.get(f"{rig.gateway}/v1/jobs/{rejected}", headers=PROVINCE.headers)).json()
+    assert job["state"] == "dead"
+    assert unknown_procedure in job["last_error"]
+    await asyncio.sleep(0.3)
+    held_job = await rig.runtime.store.jobs.get(held)
+    assert held_job is not None and held_job.state is JobState.QUEUED
+    assert await rig.portal_dossier(code) is None
+
+    # the cause is fixed on the national side: the procedure is published
+    r = await rig.http.post(
+        f"{rig.portal}/_state/procedures",
+        json={"MaTTHC": unknown_procedure, "TenTTHC": "Thủ tục mới công bố"},
+    )
+    assert r.json()["error_code"] == 0
+    r = await rig.http.post(
+        f"{rig.gateway}/ops/api/dead-letters/{rejected}/replay", headers=OPERATOR.headers
+    )
+    assert r.status_code in (200, 202), r.text
+    await rig.wait_jobs([rejected, held])
+    stored = await rig.portal_dossier(code)
+    assert stored is not None and stored["record"]["MaTTHC"] == unknown_procedure
+    assert stored["record"]["TrangThaiHoSo"] == "4"
+
+    timeline = (
+        await rig.http.get(f"{rig.gateway}/v1/dossiers/{code}/timeline", headers=READER.headers)
+    ).json()["items"]
+    outcomes = [(e["label"], e["outcome"]) for e in timeline]
+    assert ("DongBoHoSoMC", "rejected") in outcomes
+    assert ("DongBoHoSoMC", "ok") in outcomes
+    assert ("CapNhatTienDoHoSoMC", "ok") in outcomes
+    assert any("replay" in label for label, _ in outcomes), outcomes
+    assert ("dossier.accepted", "ok") in outcomes
+
+
+async def test_progress_records_go_in_chunks_of_at_most_ten(rig: Rig) -> None:
+    code = dossier_code(400)
+    records = [progress_record("processing", n) for n in range(25)]
+    r = await rig.put_dossier(code, {**dossier_body("received"), "progress": records})
+    assert r.status_code == 202, r.text
+    r2 = await rig.post_progress(code, [progress_record("processing", 30 + n) for n in range(12)])
+    await rig.wait_jobs([r.json()["job_id"], r2.json()["job_id"]])
+
+    calls = await rig.portal_calls(code)
+    chunk_sizes = []
+    for c in calls:
+        if c["service"] == "CapNhatTienDoHoSoMC" and (
+            not chunk_sizes or c["at"] != chunk_sizes[-1][0]
+        ):
+            chunk_sizes.append((c["at"], c["chunk"]))
+    assert [size for _, size in chunk_sizes] == [10, 10, 5, 10, 2]
+    stored = await rig.portal_dossier(code)
+    assert stored is not None and len(stored["progress"]) == 37
+    assert [p["NoiDungXuLy"] for p in stored["progress"]][:3] == [
+        "Bước xử lý 0",
+        "Bước xử lý 1",
+        "Bước xử lý 2",
+    ]
+
+
+async def test_catalogue_is_served_stale_while_the_portal_is_down(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    backend = "sqlite"
+    async with portal_rig(backend, tmp_path, None, adapter={"catalogue_ttl_seconds": 0.5}) as rig:
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures", headers=READER.headers)
+        assert r.status_code == 200, r.text
+        fresh = r.json()
+        assert fresh["stale"] is False
+        assert len(fresh["items"]) >= 50
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures/1.001612", headers=READER.headers)
+        detail = r.json()
+        assert detail["stale"] is False
+        assert detail["channels"][0]["fees"][0]["amount"] == 200000
+        assert detail["channels"][0]["time_limit_days"] == 10
+
+        await rig.fault("*", {"error_rate": 1.0, "status": 503})
+        await asyncio.sleep(0.6)  # the cached copies are past their TTL
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures", headers=READER.headers)
+        assert r.status_code == 200, r.text
+        stale = r.json()
+        assert stale["stale"] is True
+        assert stale["items"] == fresh["items"]
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures/1.001612", headers=READER.headers)
+        assert r.json()["stale"] is True
+        assert r.json()["name"] == detail["name"]
+        # never fetched, nothing to serve: the failure shows
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures/1.001193", headers=READER.headers)
+        assert r.status_code in (502, 503, 504)
+        assert r.headers["content-type"].startswith("application/problem+json")
+
+        await rig.clear_faults()
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures", headers=READER.headers)
+        assert r.json()["stale"] is False
+
+
+async def test_scheduled_refresh_fills_the_catalogue_cache(tmp_path: Path) -> None:
+    async with portal_rig("sqlite", tmp_path, None) as rig:
+        job = await rig.runtime.jobs.enqueue("national_portal.refresh_catalogue", {})
+        [done] = await rig.wait_jobs([job.id])
+        assert done.result is not None and done.result["procedures"] >= 50
+        assert done.result["failed"] == 0
+        before = (await rig.portal_summary())["services"]
+        for service in ("LayThuTuc", "LayDanhSachTTHC", "login"):
+            await rig.fault(service, {"error_rate": 1.0, "status": 503})
+        r = await rig.http.get(f"{rig.gateway}/v1/procedures/1.004227", headers=READER.headers)
+        assert r.status_code == 200 and r.json()["stale"] is False
+        assert (await rig.portal_summary())["services"] == before
+
+
+async def test_inbound_dossier_pushed_twice_produces_one_event(rig: Rig) -> None:
+    r = await rig.http.post(
+        f"{rig.portal}/_state/push",
+        json={"seq": 7, "times": 2, "api_key": NATIONAL.key, "gateway_url": rig.gateway},
+    )
+    assert r.status_code == 200, r.text
+    push = r.json()
+    code = push["maHoSo"]
+    first, second = push["answers"]
+    assert first["status"] == 200, first
+    assert first["body"]["error_code"] == 0
+    assert second == first  # the copy gets the stored answer
+
+    events = [e for e in await rig.runtime.store.events.list_after(None, limit=100)]
+    received = [e for e in events if e.type == "dossier.received"]
+    assert len(received) == 1
+    data: dict[str, Any] = received[0].data
+    assert received[0].subject == code
+    assert data["dossier"]["code"] == code
+    assert data["dossier"]["status"] == "registered"
+    [link] = data["attachments"]
+    assert "noiDung" not in str(data)  # links, not the file inline
+
+    r = await rig.http.get(
+        link["url"].replace(rig.runtime.settings.public_url(), rig.gateway), headers=READER.headers
+    )
+    assert r.status_code == 200
+    assert hashlib.sha256(r.content).hexdigest() == link["sha256"] == link["id"]
+    assert r.headers["content-type"].startswith("application/pdf")
+    # the attachment needs dossiers:read
+    r = await rig.http.get(
+        f"{rig.gateway}/v1/dossiers/{code}/attachments/{link['id']}", headers=NATIONAL.headers
+    )
+    assert r.status_code == 403
+
+    state = (await rig.http.get(f"{rig.gateway}/v1/dossiers/{code}", headers=READER.headers)).json()
+    assert state["received_from_national"]["code"] == code
+    timeline = (
+        await rig.http.get(f"{rig.gateway}/v1/dossiers/{code}/timeline", headers=READER.headers)
+    ).json()["items"]
+    assert [e["outcome"] for e in timeline if e["label"] == "dossier.received"] == [
+        "ok",
+        "duplicate",
+    ]
+
+
+async def test_inbound_push_with_a_bad_signature_or_oversized_file_is_refused(rig: Rig) -> None:
+    from adapters.national_portal.simulator import PortalSimulator
+
+    sim = PortalSimulator(username="x", password="y", madonvi="000.00.00.H47")
+    push = sim.sample_push(8)
+    body = __import__("json").dumps(push).encode()
+    r = await rig.http.post(
+        f"{rig.gateway}/callbacks/national_portal/dossiers",
+        content=body,
+        headers={
+            **NATIONAL.headers,
+            "X-DVCQG-Signature": "00" * 32,
+            "Content-Type": "application/json",
+        },
+    )
+    assert r.status_code == 422
+    assert r.json()["type"].endswith("signature-invalid")
+    # without the callbacks scope the caller never gets that far
+    r = await rig.http.post(
+        f"{rig.gateway}/callbacks/national_portal/dossiers", content=body, headers=PROVINCE.headers
+    )
+    assert r.status_code == 403
+
+    big = dict(push, maGiaoDich="big-1")
+    big["tepDinhKem"] = [
+        {"tenTep": "big.bin", "noiDung": base64.b64encode(b"x" * (2 * 1024 * 1024)).decode()}
+    ]
+    r = await rig.http.post(
+        f"{rig.portal}/_state/push",
+        json={"push": big, "api_key": NATIONAL.key, "gateway_url": rig.gateway},
+    )
+    answer = r.json()["answers"][0]
+    assert answer["status"] == 413, answer
+    events = await rig.runtime.store.events.list_after(None, limit=100)
+    assert not [e for e in events if e.type == "dossier.received"]
