@@ -23,8 +23,8 @@ Routes declare what they need in ``opt``:
 
 The authenticated client is ``request.user``. 401 (``Unauthenticated``) and 403
 (``MissingScope``, ``NetworkNotAllowed``) are distinct problems. Per-client rate limits use
-fixed one-minute windows counted with ``store.incr``, so every instance sharing a Redis store
-shares the count.
+fixed one-minute windows counted with ``store.incr`` (claimed in small batches, see
+:class:`RateLimiter`), so every instance sharing a Redis store shares the count.
 """
 
 from __future__ import annotations
@@ -607,17 +607,31 @@ class AuthMiddleware:
 # ---------------------------------------------------------------- rate limits
 
 
+@dataclass(slots=True)
+class _Allowance:
+    window: int
+    #: requests this instance may still let through in the window without asking the store
+    remaining: int
+
+
 class RateLimiter:
     """Fixed one-minute windows per client, counted in the store.
 
     Windows are aligned to the epoch, so instances sharing a Redis store count into the same
-    key. A burst straddling two windows can reach twice the limit; that is the price of one
-    store round trip per request.
+    key. To keep the store off the hot path, an instance claims its allowance in batches of
+    1% of the client's limit (``store.incr(key, batch)``) and spends it locally; a limit under
+    100 is claimed one request at a time, so small limits are exact across instances. The
+    cost: an instance's unspent claim is lost at the window's end, so with several instances
+    a client may get slightly less than its limit (at most one batch per instance), and a
+    burst straddling two windows can reach twice the limit.
     """
+
+    BATCH_FRACTION = 100
 
     def __init__(self, store: Store, *, default_per_minute: int) -> None:
         self.store = store
         self.default_per_minute = default_per_minute
+        self._allowances: dict[str, _Allowance] = {}
 
     def limit_for(self, client: Client) -> int:
         return client.rate_limit_per_minute or self.default_per_minute
@@ -626,11 +640,20 @@ class RateLimiter:
         """Count one request; None if allowed, else the seconds until the window resets."""
         now = time.time() if now is None else now
         window = int(now // RATE_WINDOW_SECONDS)
-        key = f"ratelimit:{client.id}:{window}"
-        count = await self.store.incr(key, ttl=RATE_WINDOW_SECONDS * 2)
-        if count <= self.limit_for(client):
+        allowance = self._allowances.get(client.id)
+        if allowance is not None and allowance.window == window and allowance.remaining > 0:
+            allowance.remaining -= 1
             return None
-        return max(1.0, math.ceil((window + 1) * RATE_WINDOW_SECONDS - now))
+        limit = self.limit_for(client)
+        batch = max(1, limit // self.BATCH_FRACTION)
+        key = f"ratelimit:{client.id}:{window}"
+        claimed = await self.store.incr(key, batch, ttl=RATE_WINDOW_SECONDS * 2)
+        granted = min(batch, limit - (claimed - batch))
+        if granted <= 0:
+            self._allowances[client.id] = _Allowance(window, 0)
+            return max(1.0, math.ceil((window + 1) * RATE_WINDOW_SECONDS - now))
+        self._allowances[client.id] = _Allowance(window, granted - 1)
+        return None
 
 
 class RateLimitMiddleware:

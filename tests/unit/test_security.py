@@ -162,3 +162,27 @@ async def test_rate_limiter_counts_per_client_and_window(store: Store) -> None:
     assert await limiter.hit(b, now=now + 49.6) == 1  # never less than a second
     # the next window starts from zero
     assert await limiter.hit(a, now=now + 50) is None
+
+
+async def test_rate_limiter_claims_large_limits_in_batches(store: Store) -> None:
+    now = 1_800_000_010.0
+    client = Client(id="big", scopes=frozenset(), rate_limit_per_minute=1000)  # batch of 10
+    limiter = RateLimiter(store, default_per_minute=1)
+    for _ in range(25):
+        assert await limiter.hit(client, now=now) is None
+    window = int(now // 60)
+    assert await store.incr(f"ratelimit:big:{window}", 0) == 30  # three claims, not 25 writes
+
+
+async def test_two_instances_never_exceed_the_shared_limit(store: Store) -> None:
+    now = 1_800_000_010.0
+    client = Client(id="shared", scopes=frozenset(), rate_limit_per_minute=300)  # batch of 3
+    first = RateLimiter(store, default_per_minute=1)
+    second = RateLimiter(store, default_per_minute=1)
+    allowed = 0
+    for i in range(400):
+        limiter = first if i % 2 else second
+        if await limiter.hit(client, now=now) is None:
+            allowed += 1
+    # never more than the limit; at most one unspent batch per instance less
+    assert 300 - 2 * 3 <= allowed <= 300
