@@ -50,7 +50,7 @@ async def create_dossier(data: DossierIn) -> dict[str, str]:
 
 @get("/_test/items/{item_id:int}", opt={"scopes": ["test:use"]})
 async def get_item(
-    item_id: int, limit: Annotated[int, Parameter(ge=1, le=10)] = 5
+    item_id: Annotated[int, Parameter(ge=1)], limit: Annotated[int, Parameter(ge=1, le=10)] = 5
 ) -> dict[str, int]:
     return {"id": item_id, "limit": limit}
 
@@ -123,6 +123,11 @@ async def test_parameter_validation_names_where_the_parameter_lives(
     assert [e["pointer"] for e in body["errors"]] == ["/query/limit"]
     # Litestar's own detail would echo the query string; ours does not
     assert "limit=99" not in r.text
+    both = await client.get("/_test/items/0?limit=0", headers=AUTH)
+    pointers = sorted(
+        e["pointer"] for e in assert_problem(both, 422, "validation-failed")["errors"]
+    )
+    assert pointers == ["/path/item_id", "/query/limit"]
 
 
 async def test_malformed_json_is_a_400_problem(client: AsyncTestClient[Litestar]) -> None:
