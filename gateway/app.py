@@ -11,6 +11,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.template.config import TemplateConfig
 
 from gateway.api import dossiers as dossiers_api
@@ -110,6 +111,16 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
             description=API_DESCRIPTION.strip(),
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # the two ways to present a key (gateway.security), so the docs UI can send one
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer"),
+                    "apiKey": SecurityScheme(
+                        type="apiKey", name="X-API-Key", security_scheme_in="header"
+                    ),
+                }
+            ),
+            security=[{"bearer": []}, {"apiKey": []}],
         ),
         request_max_body_size=settings.server.max_body_bytes,
         debug=False,
