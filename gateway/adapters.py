@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigurationError
+from gateway.outbound import OutboundPolicy
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, ControllerRouterHandler
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from gateway.audit import Auditor
     from gateway.callbacks import CallbackIntake
     from gateway.jobs import JobQueue
-    from gateway.outbound import OutboundClient, OutboundPolicy
+    from gateway.outbound import OutboundClient
     from gateway.settings import Settings
     from gateway.store.base import Job, Store
     from gateway.webhooks import EventPublisher
@@ -243,6 +244,10 @@ class AdapterRegistry:
                 self.configs[name] = cls.config_model.model_validate(raw)
             except ValidationError as exc:
                 raise ConfigurationError(_config_problem(name, exc)) from None
+            try:  # the outbound policy too, so a bad one stops the start, not the first call
+                OutboundPolicy.model_validate(self.configs[name].outbound)
+            except ValidationError as exc:
+                raise ConfigurationError(_config_problem(f"{name}.outbound", exc)) from None
         self.capability_map: dict[str, str] = {}
         for capability, name in settings.capabilities.items():
             if name not in self.configs:

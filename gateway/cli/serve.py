@@ -17,6 +17,7 @@ How the pieces run:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from litestar import Litestar
 from gateway.app import create_app
 from gateway.cli.common import EXIT_FAILED, EXIT_USAGE, config_option, fail, settings_from_context
 from gateway.errors import ConfigurationError
+from gateway.runtime import Runtime
 from gateway.sandbox import sandbox_url
 from gateway.security import generate_api_key, hash_api_key, read_clients_file, write_clients_file
 from gateway.settings import ClientSettings, Settings
@@ -84,6 +86,19 @@ def issue_sandbox_key(settings: Settings, scopes: Iterable[str]) -> str:
     )
     write_clients_file(path, [*others, sandbox_client])
     return key
+
+
+async def _preflight(runtime: Runtime) -> None:
+    """Instantiate and start every adapter (building its clients), then stop them again."""
+    runtime.registry.instantiate(runtime.adapter_context)
+    try:
+        for adapter in runtime.registry.instances.values():
+            await adapter.start()
+    finally:
+        for adapter in runtime.registry.instances.values():
+            await adapter.stop()
+        for client in runtime.outbound_clients.values():
+            await client.aclose()
 
 
 def _ensure_dev_pki(settings: Settings, simulators: Iterable[str]) -> None:
@@ -228,9 +243,11 @@ def serve(
         fail("--sandbox: not allowed with environment = production", EXIT_USAGE)
     sandbox_base = sandbox_url(settings) if with_sandbox else None
 
-    # build the app once here: a configuration mistake exits 2 before anything starts
+    # build the app and start its adapters once here: a configuration mistake exits 2
+    # before anything listens (uvicorn would restart failing worker processes forever)
     try:
         app = create_app(settings, sandbox_url=sandbox_base)
+        asyncio.run(_preflight(app.state.runtime))
     except ConfigurationError as exc:
         fail(f"invalid configuration: {exc.detail}", EXIT_USAGE)
     scopes = route_scopes(app) | set(BASE_SCOPES)
