@@ -49,12 +49,14 @@ from gateway.errors import (
     SignatureInvalid,
     ValidationFailed,
 )
+from signing.checksums import FieldValue, hmac_sha256_scheme
 
 if TYPE_CHECKING:
     from adapters.national_portal.adapter import NationalPortalAdapter
 
 __all__ = [
     "PUSH_PATH",
+    "PUSH_SCHEME",
     "SIGNATURE_HEADER",
     "push_mac",
     "push_routes",
@@ -68,32 +70,38 @@ PUSH_PATH = "/callbacks/national_portal/dossiers"
 SIGNATURE_HEADER = "X-DVCQG-Signature"
 
 
-def _mac_fields(push: CallbackPush, body: bytes) -> list[str]:
-    return [
-        push.maGiaoDich,
-        push.maHoSo,
-        push.maTTHC,
-        push.maDonVi,
-        push.thoiGianGui,
-        hashlib.sha256(body).hexdigest(),
-    ]
+#: HMAC-SHA256 over maGiaoDich|maHoSo|maTTHC|maDonVi|thoiGianGui|<SHA-256 hex of the body>
+PUSH_SCHEME = hmac_sha256_scheme(
+    "national-portal-push",
+    ("message_id", "dossier_code", "procedure_code", "unit_code", "sent_at", "body_sha256"),
+)
+
+
+def _mac_fields(push: CallbackPush, body: bytes) -> dict[str, FieldValue]:
+    return {
+        "message_id": push.maGiaoDich,
+        "dossier_code": push.maHoSo,
+        "procedure_code": push.maTTHC,
+        "unit_code": push.maDonVi,
+        "sent_at": push.thoiGianGui,
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+    }
 
 
 def push_mac(key: bytes, fields: Sequence[str]) -> str:
-    """HMAC-SHA256 hex over the pipe-joined fields (the scheme other platforms use too)."""
+    """HMAC-SHA256 hex over the pipe-joined fields (documentation and tests)."""
     return hmac.new(key, "|".join(fields).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def sign_push(key: bytes, *, body: bytes, push: CallbackPush) -> dict[str, str]:
     """The headers the portal adds to a push (used by the simulator and the docs' example)."""
-    return {SIGNATURE_HEADER: push_mac(key, _mac_fields(push, body))}
+    return {SIGNATURE_HEADER: PUSH_SCHEME.compute(_mac_fields(push, body), key)}
 
 
 def verify_push(key: bytes, *, body: bytes, push: CallbackPush, signature: str | None) -> bool:
     if not signature:
         return False
-    expected = push_mac(key, _mac_fields(push, body))
-    return hmac.compare_digest(expected, signature.strip().lower())
+    return PUSH_SCHEME.matches(_mac_fields(push, body), key, signature)
 
 
 def _adapter(request: Request[Any, Any, Any]) -> NationalPortalAdapter:
