@@ -26,13 +26,14 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 def _register() -> None:
     # each command group lives in its own module; add one line per new group
-    from gateway.cli import audit, clients, config, sandbox, serve
+    from gateway.cli import audit, clients, config, demo, sandbox, serve
 
     main.add_command(serve.serve)
     main.add_command(sandbox.sandbox)
     main.add_command(config.check_config)
     main.add_command(clients.clients)
     main.add_command(audit.audit)
+    main.add_command(demo.demo)
 
 
 _register()
