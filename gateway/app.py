@@ -18,6 +18,7 @@ from gateway.api import dossiers as dossiers_api
 from gateway.api import events, health, health_adapters, metrics, ops_audit, ops_dead_letters
 from gateway.api import identity as identity_api
 from gateway.api import jobs as jobs_api
+from gateway.api import signatures as signatures_api
 from gateway.api.problems import exception_handlers
 from gateway.idempotency import IdempotencyMiddleware
 from gateway.observability import RequestContextMiddleware, configure_logging
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
             *ops_pages.routes,
             *dossiers_api.routes,
             *identity_api.routes,
+            *signatures_api.routes,
             *callback_routers,
         ],
         template_config=TemplateConfig(

@@ -31,6 +31,7 @@ from gateway.webhooks import (
     WebhookDeliverer,
     delivery_policy,
 )
+from signing.service import SigningService
 
 __all__ = ["Runtime"]
 
@@ -64,12 +65,17 @@ class Runtime:
     health: HealthMonitor = field(init=False)
     #: dashboard sign-in sessions, in the store so every instance honours them
     ops_sessions: OpsSessions = field(init=False)
+    #: XML signing and verification with the configured keys, trust and peers, off the loop
+    signing: SigningService = field(init=False)
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.settings.jobs, self.store, registry=self.registry)
         self._build_delivery()
         self.health = HealthMonitor(self)
         self.ops_sessions = OpsSessions(self.store, self.settings.ops.session_ttl_seconds)
+        self.signing = SigningService(
+            self.settings.signing, max_bytes=self.settings.server.max_body_bytes
+        )
 
     def _build_delivery(self) -> None:
         s = self.settings
@@ -110,6 +116,7 @@ class Runtime:
         await self._start_adapters()  # before the workers: they run adapters' handlers
         self._start_jobs()
         self.health.start()
+        self.signing.start()  # certificate expiry metric and warnings
         self.started = True
 
     async def stop(self) -> None:
@@ -118,6 +125,7 @@ class Runtime:
         await self._stop_jobs()
         await self.webhooks.aclose()
         await self._stop_adapters()
+        self.signing.close()
         await self.store.close()
 
     def outbound_factory(self, name: str) -> Callable[[OutboundPolicy | None], OutboundClient]:

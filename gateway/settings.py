@@ -37,6 +37,7 @@ __all__ = [
     "SecuritySettings",
     "ServerSettings",
     "Settings",
+    "SigningPeerSettings",
     "SigningSettings",
     "StoreSettings",
     "StrictModel",
@@ -243,6 +244,17 @@ class RetentionSettings(StrictModel):
     purge_interval_seconds: float = Field(3600, gt=0)
 
 
+class SigningPeerSettings(StrictModel):
+    """How one peer's XML signatures are verified (``[signing.peers.<name>]``)."""
+
+    #: certificate files (PEM/DER) the peer signs with; when set, only these are accepted
+    pinned_certificates: list[Path] = Field(default_factory=list)
+    #: shared secret for HMAC-signed XML from this peer
+    hmac_key: SecretStr | None = None
+    #: drop spurious xmlns="" from inclusive C14N, for old signers that need it
+    legacy_c14n_xmlns: bool = False
+
+
 class SigningSettings(StrictModel):
     #: the gateway's signing key and certificate (PEM), or a PKCS#12 bundle
     key_path: Path | None = Path("var/pki/gateway.key.pem")
@@ -257,6 +269,10 @@ class SigningSettings(StrictModel):
     #: folder ``gateway keys dev-pki`` writes to; the sandbox uses it
     dev_pki_dir: Path = Path("var/pki")
     expiry_warning_days: int = Field(30, ge=1)
+    #: per-peer verification settings, by peer name (the ``peer`` of a verification request)
+    peers: dict[str, SigningPeerSettings] = Field(default_factory=dict)
+    #: threads that sign and verify off the event loop (see docs/adr on the executor choice)
+    workers: int = Field(2, ge=1, le=64)
 
 
 class SandboxSettings(StrictModel):
