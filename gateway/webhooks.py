@@ -53,6 +53,7 @@ __all__ = [
     "EventPublisher",
     "WebhookDeliverer",
     "delivery_policy",
+    "enable_endpoint",
     "endpoint_statuses",
     "event_body",
     "event_to_dict",
@@ -234,6 +235,12 @@ async def endpoint_statuses(store: Store, settings: WebhookSettings) -> list[End
     return out
 
 
+async def enable_endpoint(store: Store, endpoint_id: str) -> bool:
+    """Re-enable an endpoint a 410 disabled; True if it was disabled. Replay its dead
+    letters (``gateway dlq replay``) to send what it missed."""
+    return await store.delete(_key(endpoint_id, "disabled"))
+
+
 def _check_endpoints(settings: WebhookSettings) -> None:
     seen: set[str] = set()
     for i, endpoint in enumerate(settings.endpoints):
@@ -328,9 +335,7 @@ class EventPublisher:
         )
 
     async def enable(self, endpoint_id: str) -> bool:
-        """Re-enable an endpoint a 410 disabled; True if it was disabled. Replay its dead
-        letters (``gateway dlq replay``) to send what it missed."""
-        return await self._store.delete(_key(endpoint_id, "disabled"))
+        return await enable_endpoint(self._store, endpoint_id)
 
 
 # ---------------------------------------------------------------- delivering

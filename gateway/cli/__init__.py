@@ -26,7 +26,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 def _register() -> None:
     # each command group lives in its own module; add one line per new group
-    from gateway.cli import audit, clients, config, demo, sandbox, serve
+    from gateway.cli import audit, clients, config, demo, sandbox, serve, webhooks
 
     main.add_command(serve.serve)
     main.add_command(sandbox.sandbox)
@@ -34,6 +34,7 @@ def _register() -> None:
     main.add_command(clients.clients)
     main.add_command(audit.audit)
     main.add_command(demo.demo)
+    main.add_command(webhooks.webhooks)
 
 
 _register()
