@@ -7,10 +7,11 @@ itself on the next command, so a store survives a Redis restart without help.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -29,10 +30,10 @@ R = TypeVar("R")
 
 Arg = str | bytes | int | float
 
-#: sockets per store instance; more concurrent calls queue for a free one
-MAX_CONNECTIONS = 64
-#: how long a call waits for a free connection before StoreUnavailable
-POOL_WAIT = 10.0
+#: concurrent store calls per store instance (each holds at most one connection at a time);
+#: more calls wait for a slot. The pool allows some headroom for unbounded helpers (iterate).
+MAX_CALLS = 64
+MAX_CONNECTIONS = MAX_CALLS + 16
 
 
 def as_str(value: Any) -> str:
@@ -57,13 +58,24 @@ def translating() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-def guard(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Turn Redis connection failures into ``StoreUnavailable``."""
+class HasConn(Protocol):
+    _c: Conn
+
+
+S = TypeVar("S", bound=HasConn)
+
+
+def guard(
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """For methods of a facet holding ``_c``: bound the concurrent calls to the pool size and
+    turn Redis connection failures into ``StoreUnavailable``."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await fn(*args, **kwargs)
+            async with self._c.slots:
+                return await fn(self, *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise translate(exc) from exc
 
@@ -75,16 +87,16 @@ class Conn:
         self.url = url
         self.prefix = prefix
         self._client: aioredis.Redis | None = None
+        self.slots = asyncio.Semaphore(MAX_CALLS)
 
     def connect(self) -> None:
         if self._client is not None:
             return
-        # a blocking pool: a burst of concurrent calls waits for a free connection instead of
-        # failing with MaxConnectionsError, and the number of sockets stays bounded
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # a burst of concurrent calls waits for a slot (``slots``) instead of failing with
+        # MaxConnectionsError; a plain pool is cheaper per command than the blocking one
+        pool = aioredis.ConnectionPool.from_url(
             self.url,
             max_connections=MAX_CONNECTIONS,
-            timeout=POOL_WAIT,
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             socket_keepalive=True,

@@ -7,6 +7,7 @@ lease looks at the first member of a few zsets whatever the backlog.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from gateway.store._codec import (
     dumps,
     loads_dict,
 )
-from gateway.store._redis_conn import Conn, as_bytes, as_str, guard
+from gateway.store._redis_conn import Conn, as_str, guard
 from gateway.store._redis_lua import (
     ACK,
     DEAD_LETTER,
@@ -51,42 +52,39 @@ def _t(value: float) -> str:
     return repr(float(value))
 
 
-def _s(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
-
-
-def _f(value: bytes | None) -> float | None:
+def _f(value: str | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
-    """A script's HGETALL answer (a flat list) as a dict."""
-    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+def _from_script(raw: bytes) -> dict[str, str]:
+    """A script's job (the hash as one JSON object of strings) as a dict."""
+    value: dict[str, str] = json.loads(raw)
+    return value
 
 
-def _job(job_id: str, h: dict[str, bytes]) -> Job:
+def _job(job_id: str, h: dict[str, str]) -> Job:
     return Job(
         id=job_id,
-        kind=h["kind"].decode(),
+        kind=h["kind"],
         payload=loads_dict(h["payload"]) or {},
-        state=JobState(h["state"].decode()),
+        state=JobState(h["state"]),
         created_at=float(h["created_at"]),
         updated_at=float(h["updated_at"]),
         run_at=float(h["run_at"]),
-        ordering_key=_s(h.get("okey")),
-        dedupe_key=_s(h.get("dkey")),
-        request_id=_s(h.get("rid")),
-        client_id=_s(h.get("cid")),
+        ordering_key=h.get("okey"),
+        dedupe_key=h.get("dkey"),
+        request_id=h.get("rid"),
+        client_id=h.get("cid"),
         attempts=attempts_from_json(h.get("attempts")),
-        lease_owner=_s(h.get("owner")),
+        lease_owner=h.get("owner"),
         lease_expires_at=_f(h.get("lexp")),
         result=loads_dict(h.get("result")),
-        last_error=_s(h.get("err")),
+        last_error=h.get("err"),
     )
 
 
-def _decoded(raw: dict[Any, Any]) -> dict[str, bytes]:
-    return {as_str(k): as_bytes(v) for k, v in raw.items()}
+def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    return {as_str(k): as_str(v) for k, v in raw.items()}
 
 
 class RedisJobStore(JobStore):
@@ -125,7 +123,7 @@ class RedisJobStore(JobStore):
         if status < 0:
             raise QueueFull(job.kind)
         if status == 0:
-            return _job(res[1].decode(), _pairs(res[2])), False
+            return _job(res[1].decode(), _from_script(res[2])), False
         job_id = res[1].decode()
         return (
             Job(
@@ -163,7 +161,7 @@ class RedisJobStore(JobStore):
         res = await self._c.run(LEASE, (), args)
         if not res:
             return None
-        return _job(res[0].decode(), _pairs(res[1]))
+        return _job(res[0].decode(), _from_script(res[1]))
 
     @guard
     async def heartbeat(self, job_id: str, owner: str, *, visibility: float, now: float) -> bool:
@@ -234,12 +232,12 @@ class RedisJobStore(JobStore):
     @guard
     async def replay(self, job_id: str, *, now: float) -> Job | None:
         res = await self._c.run(REPLAY, (), (self._p, job_id, _t(now)))
-        return _job(job_id, _pairs(res)) if res else None
+        return _job(job_id, _from_script(res)) if res else None
 
     @guard
     async def discard(self, job_id: str, *, now: float) -> Job | None:
         res = await self._c.run(DISCARD, (), (self._p, job_id, _t(now)))
-        return _job(job_id, _pairs(res)) if res else None
+        return _job(job_id, _from_script(res)) if res else None
 
     @guard
     async def get(self, job_id: str) -> Job | None:

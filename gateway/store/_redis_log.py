@@ -76,7 +76,8 @@ class RedisAuditStore(AuditStore):
             while not fut.done():
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 try:
-                    written = await self._write(batch)
+                    async with self._c.slots:
+                        written = await self._write(batch)
                 except asyncio.CancelledError:
                     # give the batch back: the next waiter writes it (and sees it already
                     # written if our script ran, because the head then equals its own)

@@ -74,6 +74,13 @@ local function append_json(list, item)
   end
   return string.sub(list, 1, -2) .. ',' .. item .. ']'
 end
+-- a job hash as one JSON object string: one bulk reply parses far faster than ~30 items
+local function job_json(jk)
+  local flat = redis.call('HGETALL', jk)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return cjson.encode(h)
+end
 -- make the oldest active job of the key eligible if it is QUEUED
 local function promote(p, okey)
   local head = redis.call('LINDEX', p .. 'q:okey:' .. okey, 0)
@@ -92,7 +99,7 @@ def _script(name: str, body: str) -> Script:
 
 
 # ARGV: p, id, kind, payload, now, run_at, okey, dkey, request_id, client_id, max_queued(-1)
-# -> {1, id} created | {0, id, HGETALL} deduplicated | {-1} full
+# -> {1, id} created | {0, id, job JSON} deduplicated | {-1} full
 ENQUEUE = _script(
     "enqueue",
     r"""
@@ -102,7 +109,7 @@ local dkey = ARGV[8]
 if dkey ~= '' then
   local existing = redis.call('GET', p .. 'q:dedupe:' .. dkey)
   if existing and redis.call('EXISTS', p .. 'j:' .. existing) == 1 then
-    return {0, existing, redis.call('HGETALL', p .. 'j:' .. existing)}
+    return {0, existing, job_json(p .. 'j:' .. existing)}
   end
 end
 local kind = ARGV[3]
@@ -138,7 +145,7 @@ return {1, id}
 """,
 )
 
-# ARGV: p, owner, now, expires, nkinds (-1 = all), kinds... -> {id, HGETALL} | false
+# ARGV: p, owner, now, expires, nkinds (-1 = all), kinds... -> {id, job JSON} | false
 LEASE = _script(
     "lease",
     r"""
@@ -179,7 +186,7 @@ end
 redis.call('ZADD', p .. 'q:leased:' .. best_kind, ARGV[4], best)
 redis.call('HSET', jk, 'state', 'leased', 'owner', ARGV[2], 'lexp', ARGV[4],
   'updated_at', ARGV[3])
-return {best, redis.call('HGETALL', jk)}
+return {best, job_json(jk)}
 """,
 )
 
@@ -267,7 +274,7 @@ return 1
 """,
 )
 
-# ARGV: p, id, now -> HGETALL | false
+# ARGV: p, id, now -> job JSON | false
 REPLAY = _script(
     "replay",
     r"""
@@ -284,11 +291,11 @@ redis.call('HINCRBY', p .. 'q:counts:' .. f[2], 'queued', 1)
 if (not f[3]) or redis.call('LINDEX', p .. 'q:okey:' .. f[3], 0) == id then
   redis.call('ZADD', p .. 'q:ready:' .. f[2], ARGV[3], id)
 end
-return redis.call('HGETALL', jk)
+return job_json(jk)
 """,
 )
 
-# ARGV: p, id, now -> HGETALL | false
+# ARGV: p, id, now -> job JSON | false
 DISCARD = _script(
     "discard",
     r"""
@@ -306,7 +313,7 @@ if f[3] then
   redis.call('LREM', p .. 'q:okey:' .. f[3], 1, id)
   promote(p, f[3])
 end
-return redis.call('HGETALL', jk)
+return job_json(jk)
 """,
 )
 

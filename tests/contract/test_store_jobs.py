@@ -376,6 +376,24 @@ async def test_queue_full(store: Store, t0: float) -> None:
     assert await store.jobs.count_queued("never") == 0
 
 
+async def test_queue_full_under_concurrency(store: Store) -> None:
+    import asyncio
+
+    results = await asyncio.gather(
+        *(store.jobs.enqueue(NewJob("burst", {"i": i}), max_queued=5) for i in range(20)),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, tuple)]
+    refused = [r for r in results if isinstance(r, QueueFull)]
+    assert (len(created), len(refused)) == (5, 15)
+    assert await store.jobs.count_queued("burst") == 5
+    # the refused ones left nothing behind
+    leased = 0
+    while await store.jobs.lease("w", visibility=VIS, now=time.time() + 1, kinds=["burst"]):
+        leased += 1
+    assert leased == 5
+
+
 async def test_stats(store: Store, t0: float) -> None:
     assert await store.jobs.stats(now=t0) == []
     due_old = await enqueue(store, "a", t=t0 - 10)
