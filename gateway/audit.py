@@ -13,6 +13,7 @@ mark that retention needs before it may purge (:mod:`gateway.retention`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -298,8 +299,8 @@ async def _verify_from(
 async def verify_chain(store: Store, *, to_seq: int | None = None) -> VerifyResult:
     """Walk the whole stored chain from its first record (after the purge anchor, if any).
 
-    Also checks that the chain reaches the store's head: a deleted last record is caught
-    only by that, since nothing after it links to it."""
+    Then compares the end of the walk with the store's head (last seq and hash, kept apart
+    from the records): records deleted from the end leave the head pointing past them."""
     anchor = await read_anchor(store)
     if anchor is None:
         verifier = ChainVerifier(expected_prev=GENESIS_HASH, expected_seq=1)
@@ -307,26 +308,34 @@ async def verify_chain(store: Store, *, to_seq: int | None = None) -> VerifyResu
     else:
         verifier = ChainVerifier(expected_prev=anchor[1], expected_seq=anchor[0] + 1)
         result = await _verify_from(store, verifier, anchor[0] + 1, to_seq)
-    result = await _check_head(store, result, to_seq)
+    if result.ok and to_seq is None:
+        result = await _check_head(store, verifier)
     await _save_status(store, result)
     return result
 
 
-async def _check_head(store: Store, result: VerifyResult, to_seq: int | None) -> VerifyResult:
-    """The walk ended where the store says the chain ends, with the same hash."""
-    if not result.ok or to_seq is not None:
-        return result
+async def _check_head(store: Store, verifier: ChainVerifier) -> VerifyResult:
     head_seq, head_hash = await store.audit.head()
-    # head_seq > last_seq: appended after the walk ended; those are checked next time
-    if head_seq == result.last_seq and head_seq > 0 and head_hash != result.last_hash:
-        return VerifyResult(
+    if head_seq > verifier.last_seq:
+        # appended while we walked, or deleted from the end: look once more
+        result = await _verify_from(store, verifier, verifier.last_seq + 1, head_seq)
+        if not result.ok:
+            return result
+    result = verifier.result()
+    if head_seq > verifier.last_seq:
+        missing = verifier.last_seq + 1
+        return dataclasses.replace(
+            result,
             ok=False,
-            checked=result.checked,
+            first_broken_seq=missing,
+            reason=f"records {missing}..{head_seq} are missing (the store's head is {head_seq})",
+        )
+    if head_seq == verifier.last_seq and head_seq > 0 and head_hash != verifier.last_hash:
+        return dataclasses.replace(
+            result,
+            ok=False,
             first_broken_seq=head_seq,
             reason="the store's head hash differs from the last record's hash",
-            last_seq=result.last_seq,
-            last_hash=result.last_hash,
-            verified_at=result.verified_at,
         )
     return result
 

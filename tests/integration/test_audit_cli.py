@@ -113,6 +113,17 @@ def test_a_deleted_record_is_named(filled: tuple[Path, Path]) -> None:
     assert "missing" in broken.stderr
 
 
+def test_records_deleted_from_the_end_are_named(filled: tuple[Path, Path]) -> None:
+    config, db = filled
+    conn = sqlite3.connect(db)
+    conn.execute("DELETE FROM audit WHERE seq >= 19")
+    conn.commit()
+    conn.close()
+    broken = run(config, "verify")
+    assert broken.returncode == 1
+    assert "BROKEN at record seq 19: records 19..20 are missing" in broken.stderr
+
+
 def test_export_writes_the_chain_and_the_file_verifies(
     filled: tuple[Path, Path], tmp_path: Path
 ) -> None:
