@@ -17,7 +17,9 @@ A duplicate (the system retrying because our answer was lost) gets the stored re
 forwarded again. A duplicate arriving while the first is still being accepted gets 409 with
 ``Retry-After`` (the system retries; the first one's answer is then stored). If a process died
 between claim and publish, the next duplicate after ``TAKEOVER_SECONDS`` finishes the publish
-with the same event id, so nothing the system sent is lost and nothing is sent twice.
+with the same event id, so nothing the system sent is lost and nothing is sent twice. If the
+publish failed (the delivery queue is full: 503 with ``Retry-After``), the next copy takes
+over at once, with the same event id.
 
 A message that fails the adapter's checks: :meth:`CallbackIntake.refuse` audits it (outcome
 ``rejected``) before the adapter raises its error.
@@ -26,6 +28,8 @@ A message that fails the adapter's checks: :meth:`CallbackIntake.refuse` audits 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import Counter
 
-from gateway.errors import IdempotencyInFlight
+from gateway.errors import GatewayError, IdempotencyInFlight
 from gateway.store.ids import new_id
 
 if TYPE_CHECKING:
@@ -196,18 +200,10 @@ class CallbackIntake:
                 await self._publisher.publish(
                     event_type, event_data, subject=subject, event_id=claim.event_id
                 )
-            except Exception:
-                # let the system's retry start afresh instead of finding a dead claim
-                await self._store.delete(key)
+            except Exception as exc:
+                await self._failed(key, claim, exc, system=system, event_type=event_type)
                 raise
-            claim = _Claim(
-                reply=claim.reply,
-                media_type=claim.media_type,
-                status_code=claim.status_code,
-                event_id=claim.event_id,
-                claimed_at=claim.claimed_at,
-                published=True,
-            )
+            claim = dataclasses.replace(claim, published=True)
             await self._store.set(key, claim.dump(), ttl=self._ttl)
         outcome = "duplicate" if duplicate else "ok"
         CALLBACKS.labels(system, "duplicate" if duplicate else "accepted").inc()
@@ -233,6 +229,26 @@ class CallbackIntake:
             duplicate=duplicate,
         )
 
+    async def _failed(
+        self, key: str, claim: _Claim, exc: Exception, *, system: str, event_type: str
+    ) -> None:
+        """Publishing failed (queue full, store trouble): the system gets an error and sends
+        the message again. The claim is left open for that copy to take over at once, with
+        the same event id, so an event already appended is not appended twice."""
+        with contextlib.suppress(Exception):
+            open_claim = dataclasses.replace(claim, claimed_at=0.0)
+            await self._store.set(key, open_claim.dump(), ttl=self._ttl)
+        with contextlib.suppress(Exception):
+            await self._auditor.record(
+                direction="inbound",
+                actor=system,
+                adapter=system,
+                operation=f"callback.{event_type}",
+                outcome="error",
+                detail=exc.detail if isinstance(exc, GatewayError) else type(exc).__name__,
+                extra={"event_id": claim.event_id},
+            )
+
     async def _existing(self, key: str) -> _Claim | None:
         raw = await self._store.get(key)
         return _Claim.load(raw) if raw is not None else None
@@ -244,14 +260,8 @@ class CallbackIntake:
                 "this callback is still being accepted; retry shortly",
                 retry_after=IN_FLIGHT_RETRY_AFTER,
             )
-        renewed = _Claim(
-            reply=existing.reply,
-            media_type=existing.media_type,
-            status_code=existing.status_code,
-            event_id=existing.event_id,  # the same event: its deliveries are deduplicated
-            claimed_at=time.time(),
-            published=False,
-        )
+        # the same event id: an event already appended is found, its deliveries deduplicated
+        renewed = dataclasses.replace(existing, claimed_at=time.time())
         if not await self._store.compare_and_set(
             key, existing.dump(), renewed.dump(), ttl=self._ttl
         ):
@@ -259,7 +269,7 @@ class CallbackIntake:
                 "this callback is being accepted by another instance; retry shortly",
                 retry_after=IN_FLIGHT_RETRY_AFTER,
             )
-        log.warning("finishing a callback a stopped process had claimed", system=system)
+        log.warning("finishing a callback an earlier attempt left unpublished", system=system)
         return renewed
 
     async def refuse(

@@ -30,7 +30,7 @@ from gateway.app import create_app
 from gateway.callbacks import TAKEOVER_SECONDS, _Claim, dedupe_key
 from gateway.errors import SignatureInvalid
 from gateway.runtime import Runtime
-from gateway.store.base import AuditQuery
+from gateway.store.base import Attempt, AuditQuery
 from gateway.webhook_receiver import Answer, WebhookReceiver
 
 SYSTEM = "testpay"
@@ -261,3 +261,46 @@ async def test_the_reply_does_not_wait_for_the_webhook(rig: Rig) -> None:
     assert answer.status_code == 200
     assert elapsed < 1.0, f"the callback took {elapsed:.3f}s"
     await rig.receiver.wait_for(lambda d: len(d) >= 1, within=10)
+
+
+async def test_a_full_delivery_queue_is_503_and_the_retry_finishes_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The webhook queue holds one job and no worker drains it: the second message is refused
+    with 503; once there is room, the system's retry completes it with the same event."""
+    store, prefix = store_settings("redis", tmp_path, redis_url)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    settings = gateway_settings(
+        store,
+        tmp_path,
+        clients=(NATIONAL,),
+        jobs={"workers": 0, "policies": {"webhook.deliver": {"max_queued": 1}}},
+        webhooks={"endpoints": [{"id": "p", "url": "http://127.0.0.1:9/", "secret": secret}]},
+    )
+    app = create_app(settings)
+    app.register(payment_callback)
+    runtime: Runtime = app.state.runtime
+    try:
+        async with serving(app) as url, httpx.AsyncClient() as http:
+            assert (await post_callback(http, url, message("TX-7"))).status_code == 200
+            full = await post_callback(http, url, message("TX-8"))
+            assert full.status_code == 503
+            assert full.headers["retry-after"]
+            assert full.json()["type"].endswith(":overloaded")
+            [error] = await runtime.store.audit.query(AuditQuery(outcome="error"))
+            assert error.adapter == SYSTEM
+            # make room: the first delivery is taken and done
+            job = await runtime.store.jobs.lease("t", visibility=30, now=time.time())
+            assert job is not None
+            await runtime.store.jobs.ack(job.id, "t", now=time.time(), attempt=Attempt(at=0))
+            retried = await post_callback(http, url, message("TX-8"))
+            assert retried.status_code == 200
+            assert retried.headers["x-duplicate"] == "false"
+            events = await runtime.store.events.list_after(None)
+            # TX-8's event was appended before the queue refused; the retry reused it
+            assert len(events) == 2
+            assert events[1].id == retried.headers["x-event-id"]
+            queued = await runtime.store.jobs.lease("t", visibility=30, now=time.time())
+            assert queued is not None and queued.payload["event_id"] == events[1].id
+    finally:
+        await drop_redis_prefix(redis_url, prefix)
