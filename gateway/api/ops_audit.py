@@ -141,12 +141,21 @@ async def audit_records(
     subject: Annotated[
         str | None, Parameter(description="A citizen ID; matched by its keyed digest")
     ] = None,
+    subject_digest: Annotated[
+        str | None,
+        Parameter(
+            pattern=r"^[0-9a-f]{64}$", description="A digest as records carry it (from a record)"
+        ),
+    ] = None,
     before_seq: Annotated[int | None, Parameter(ge=1)] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
 ) -> AuditPage:
     if adapter and system and adapter != system:
         raise InvalidRequest("adapter and system name the same filter; give one")
     digest = runtime.audit.digest(subject) if subject and subject.strip() else None
+    if digest and subject_digest and digest != subject_digest:
+        raise InvalidRequest("subject and subject_digest name different people; give one")
+    digest = digest or subject_digest
     query = AuditQuery(
         since=_time("since", since),
         until=_time("until", until),

@@ -81,7 +81,12 @@ async def test_citizen_id_search_by_digest_never_echoes_the_id(
     body = response.json()
     assert [item["seq"] for item in body["items"]] == [5, 1]
     assert CITIZEN not in response.text
-    assert body["items"][0]["subject_digests"] == [app.state.runtime.audit.digest(CITIZEN)]
+    digest = app.state.runtime.audit.digest(CITIZEN)
+    assert body["items"][0]["subject_digests"] == [digest]
+    # from a record's digest to every record of that person
+    assert await seqs(http, subject_digest=digest) == [5, 1]
+    bad = await http.get("/ops/api/audit", params={"subject_digest": "not-a-digest"})
+    assert bad.status_code in (400, 422)
 
 
 async def test_paging(served: tuple[Litestar, httpx.AsyncClient]) -> None:
