@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
@@ -49,13 +49,32 @@ def translate(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"Redis store unavailable: {type(exc).__name__}")
 
 
+#: server answers that mean "cannot serve now" rather than "your command is wrong": out of
+#: memory, a read-only replica after failover (typed by redis-py), cannot persist, a script
+#: running too long (plain ResponseError with the code in the text)
+_UNAVAILABLE_CLASSES = (OutOfMemoryError, ReadOnlyError)
+_UNAVAILABLE_REPLIES = ("MISCONF", "BUSY ", "OOM", "READONLY", "LOADING", "MASTERDOWN")
+
+_NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, _NETWORK_ERRORS):
+        return True
+    if isinstance(exc, _UNAVAILABLE_CLASSES):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
+
+
 @contextlib.contextmanager
 def translating() -> Iterator[None]:
     """The same translation as :func:`guard`, for generators and helpers."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise translate(exc) from exc
+    except (*_NETWORK_ERRORS, ResponseError) as exc:
+        if _unavailable(exc):
+            raise translate(exc) from exc
+        raise
 
 
 class HasConn(Protocol):
@@ -76,8 +95,10 @@ def guard(
         try:
             async with self._c.slots:
                 return await fn(self, *args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise translate(exc) from exc
+        except (*_NETWORK_ERRORS, ResponseError) as exc:
+            if _unavailable(exc):
+                raise translate(exc) from exc
+            raise
 
     return wrapper
 

@@ -106,7 +106,10 @@ class RedisStore(Store):
         client = self._c.client
         base = self._v("")
         keys: list[Any] = []
-        async for k in client.scan_iter(match=_glob_escape(self._v(prefix)) + "*", count=1000):
+        # SCAN walks the whole keyspace (jobs and audit indexes included): big COUNT, few
+        # round trips. Meant for small families of keys (health figures, webhook state).
+        pattern = _glob_escape(self._v(prefix)) + "*"
+        async for k in client.scan_iter(match=pattern, count=5000):
             keys.append(k)
             if len(keys) >= limit:
                 break

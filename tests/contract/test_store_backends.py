@@ -153,6 +153,35 @@ async def test_redis_restart_is_survived(private_redis: RedisServer) -> None:
         await store.close()
 
 
+async def test_redis_out_of_memory_is_store_unavailable(private_redis: RedisServer) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(private_redis.url)
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", str(used + 512 * 1024))
+    store = RedisStore(private_redis.url, key_prefix="oom:")
+    await store.open()
+    try:
+
+        async def fill_values() -> None:
+            for i in range(1000):
+                await store.set(f"k{i}", b"x" * 10_000)
+
+        async def fill_jobs() -> None:
+            for _ in range(1000):
+                await store.jobs.enqueue(NewJob("k", {"pad": "x" * 10_000}))
+
+        with pytest.raises(StoreUnavailable):
+            await fill_values()
+        with pytest.raises(StoreUnavailable):  # refused inside a script too
+            await fill_jobs()
+        assert await store.ping() is True  # reachable, just full
+    finally:
+        admin.close()
+        await store.close()
+
+
 async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "gateway.db"
     store = SqliteStore(path)
