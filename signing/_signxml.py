@@ -32,7 +32,22 @@ from signxml.verifier import VerifyResult, XMLVerifier
 __all__ = ["TreeVerifier"]
 
 
+_SIGNED_INFO = "{http://www.w3.org/2000/09/xmldsig#}SignedInfo"
+
+
 class TreeVerifier(XMLVerifier):
+    def _c14n(self, nodes: Any, algorithm: Any, inclusive_ns_prefixes: Any = None) -> bytes:
+        out: bytes = super()._c14n(nodes, algorithm, inclusive_ns_prefixes=inclusive_ns_prefixes)
+        if isinstance(nodes, etree._Element) and nodes.tag == _SIGNED_INFO:
+            # libxml2 2.14 renders xmlns="" on grandchildren of a canonicalised subtree whose
+            # default namespace is declared above it (ds:Signature xmlns="...xmldsig#", as
+            # .NET and most field systems write it). Every element of a schema-valid SignedInfo
+            # is namespace-qualified (ds, or prefixed ec/dsig11), so an empty default namespace
+            # declaration there is always spurious; in signed content it may be meaningful,
+            # which is why this is not applied to references.
+            out = out.replace(b' xmlns=""', b"")
+        return out
+
     def get_root(self, data: Any) -> Any:
         if isinstance(data, etree._Element):
             return data

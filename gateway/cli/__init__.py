@@ -26,7 +26,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 def _register() -> None:
     # each command group lives in its own module; add one line per new group
-    from gateway.cli import audit, clients, config, demo, sandbox, serve, webhooks
+    from gateway.cli import audit, clients, config, demo, keys, sandbox, serve, signing, webhooks
 
     main.add_command(serve.serve)
     main.add_command(sandbox.sandbox)
@@ -35,6 +35,9 @@ def _register() -> None:
     main.add_command(audit.audit)
     main.add_command(demo.demo)
     main.add_command(webhooks.webhooks)
+    main.add_command(keys.keys)
+    main.add_command(signing.sign)
+    main.add_command(signing.verify)
 
 
 _register()

@@ -3,8 +3,13 @@
 Trust is built exactly as the manifest's ``trust`` block states (README, "manifest.json
 fields"): ``ca_pem`` -> trust store, ``x509_cert`` -> pinned certificate, ``hmac_key`` -> shared
 key, all empty -> the document's own KeyValue (integrity only, opted in per vector). SHA-1 is
-allowed as the harness does; ``excise_empty_xmlns_declarations`` and ``verification_time`` are
-taken from the harness block. Each ``variants`` entry is its own case.
+allowed as the harness does and ``verification_time`` is pinned as the manifest says. Each
+``variants`` entry is its own case.
+
+The harness needs ``excise_empty_xmlns_declarations`` for the merlin and aleksey files (the
+libxml2 2.14 ``xmlns=""`` in SignedInfo). We do not: our verifier drops that declaration from
+SignedInfo only, where it is always spurious (signing/_signxml.py), so every vector runs with
+the legacy switch off, which is what a production peer gets.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def _policy(folder: Path, case: dict[str, Any]) -> VerificationPolicy:
         allow_sha1=True,
         # README rule 5: only when the manifest's trust block is entirely empty
         trust_embedded_key=not any(trust.values()),
-        legacy_c14n_xmlns=case["harness"]["excise_empty_xmlns_declarations"],
+        legacy_c14n_xmlns=False,
         verification_time=dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC) if when else None,
     )
 
