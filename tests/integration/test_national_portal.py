@@ -195,11 +195,14 @@ async def test_progress_records_go_in_chunks_of_at_most_ten(rig: Rig) -> None:
     ]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_catalogue_is_served_stale_while_the_portal_is_down(
-    request: pytest.FixtureRequest, tmp_path: Path
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    backend = "sqlite"
-    async with portal_rig(backend, tmp_path, None, adapter={"catalogue_ttl_seconds": 0.5}) as rig:
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    async with portal_rig(
+        backend, tmp_path, redis_url, adapter={"catalogue_ttl_seconds": 0.5}
+    ) as rig:
         r = await rig.http.get(f"{rig.gateway}/v1/procedures", headers=READER.headers)
         assert r.status_code == 200, r.text
         fresh = r.json()
@@ -231,8 +234,12 @@ async def test_catalogue_is_served_stale_while_the_portal_is_down(
         assert r.json()["stale"] is False
 
 
-async def test_scheduled_refresh_fills_the_catalogue_cache(tmp_path: Path) -> None:
-    async with portal_rig("sqlite", tmp_path, None) as rig:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_scheduled_refresh_fills_the_catalogue_cache(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    async with portal_rig(backend, tmp_path, redis_url) as rig:
         job = await rig.runtime.jobs.enqueue("national_portal.refresh_catalogue", {})
         [done] = await rig.wait_jobs([job.id])
         assert done.result is not None and done.result["procedures"] >= 50

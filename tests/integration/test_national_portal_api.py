@@ -23,9 +23,11 @@ from support.national_portal_rig import (
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    async with portal_rig("sqlite", tmp_path, None, workers=0) as r:
+@pytest.fixture(params=["sqlite", "redis"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    # no workers: what is queued stays queued, so the tests see exactly what was accepted
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    async with portal_rig(request.param, tmp_path, redis_url, workers=0) as r:
         yield r
 
 
