@@ -21,13 +21,16 @@ import base64
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
+from gateway.api.problems import send_problem
 from gateway.errors import (
+    GatewayError,
     IdempotencyInFlight,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -114,6 +117,14 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    body: bytes
+    store_key: str
+    marker: bytes
+    fingerprint: str
+
+
 class IdempotencyMiddleware(ASGIMiddleware):
     """Must come after the auth middleware in ``Litestar(middleware=[...])``."""
 
@@ -133,6 +144,22 @@ class IdempotencyMiddleware(ASGIMiddleware):
         if key is None or method not in COMMAND_METHODS or not path.startswith("/v1/"):
             await next_app(scope, receive, send)
             return
+        try:
+            claim = await self._claim(scope, receive, method, path, key)
+            if isinstance(claim, dict):
+                await self._replay(claim, send)
+                return
+        except GatewayError as exc:
+            # answered here, not raised, so the outer middlewares (request id) see it
+            await send_problem(scope, send, exc)
+            return
+        await self._run(scope, receive, send, next_app, claim)
+
+    async def _claim(
+        self, scope: Scope, receive: Receive, method: str, path: str, key: str
+    ) -> _Claim | dict[str, Any]:
+        """Take the in-flight marker (a claim to run the command), or return the stored
+        answer to replay; raise the 400 / 409 / 422 / 413 problems."""
         if not _valid_key(key):
             raise InvalidRequest(
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters"
@@ -143,21 +170,14 @@ class IdempotencyMiddleware(ASGIMiddleware):
         marker = json.dumps(
             {"state": "in_flight", "fingerprint": fp, "nonce": uuid.uuid4().hex}
         ).encode()
-
-        if not await self.store.set_if_absent(store_key, marker, ttl=IN_FLIGHT_TTL):
-            stored = await self.store.get(store_key)
-            if stored is None and await self.store.set_if_absent(
-                store_key, marker, ttl=IN_FLIGHT_TTL
-            ):
-                pass  # the old record expired between the two calls: ours now
-            else:
-                await self._answer_from_record(stored, fp, send)
-                return
-
-        await self._run(scope, receive, send, next_app, body, store_key, marker, fp)
-
-    async def _answer_from_record(self, stored: bytes | None, fp: str, send: Send) -> None:
+        claim = _Claim(body, store_key, marker, fp)
+        if await self.store.set_if_absent(store_key, marker, ttl=IN_FLIGHT_TTL):
+            return claim
+        stored = await self.store.get(store_key)
         if stored is None:
+            # the old record expired between the two calls
+            if await self.store.set_if_absent(store_key, marker, ttl=IN_FLIGHT_TTL):
+                return claim
             raise IdempotencyInFlight(retry_after=1)
         record: dict[str, Any] = json.loads(stored)
         if record.get("fingerprint") != fp:
@@ -170,6 +190,9 @@ class IdempotencyMiddleware(ASGIMiddleware):
                 "the first request with this Idempotency-Key is still being processed",
                 retry_after=1,
             )
+        return record
+
+    async def _replay(self, record: dict[str, Any], send: Send) -> None:
         content = base64.b64decode(record["body"])
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in record["headers"]]
         headers.append((b"content-length", str(len(content)).encode()))
@@ -183,11 +206,9 @@ class IdempotencyMiddleware(ASGIMiddleware):
         receive: Receive,
         send: Send,
         next_app: ASGIApp,
-        body: bytes,
-        store_key: str,
-        marker: bytes,
-        fp: str,
+        claim: _Claim,
     ) -> None:
+        body, store_key, marker, fp = claim.body, claim.store_key, claim.marker, claim.fingerprint
         body_given = False
 
         async def replay_receive() -> ReceiveMessage:

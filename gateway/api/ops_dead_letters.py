@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, delete, get, post
 from litestar.params import Parameter
@@ -81,10 +81,14 @@ def dead_letters(runtime: Runtime) -> DeadLetters:
 )
 async def list_dead_letters(
     runtime: Runtime,
-    system: str | None = Parameter(None, description="adapter, e.g. national_portal"),
-    kind: str | None = Parameter(None, description="job kind, e.g. national_portal.sync_dossier"),
-    limit: int = Parameter(50, ge=1, le=500),
-    before: str | None = Parameter(None, description="page: ids older than this one"),
+    system: Annotated[
+        str | None, Parameter(description="adapter (kind prefix), e.g. national_portal")
+    ] = None,
+    kind: Annotated[
+        str | None, Parameter(description="job kind, e.g. national_portal.sync_dossier")
+    ] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Parameter(description="next page: ids older than this")] = None,
 ) -> list[DeadLetterView]:
     found = await dead_letters(runtime).list(
         system=system, kind=kind, limit=limit, before_id=before
