@@ -143,7 +143,8 @@ class PortalClient:
                     if attempt == 1:
                         session = await self._renew(session)
                         continue
-                    raise UpstreamAuthFailed(
+                    # a race with its expiry or with another login: retry later, not dead
+                    raise UpstreamUnavailable(
                         "the portal rejected a freshly renewed session", system=SYSTEM
                     )
                 if not reply.ok:

@@ -123,6 +123,26 @@ async def test_session_expiring_mid_run_is_renewed_without_losing_a_job(rig: Rig
         assert [c["TrangThai"] for c in calls] == [wire for _, _, wire in LIFE]
 
 
+async def test_sessions_expiring_all_the_time_lose_no_job(rig: Rig) -> None:
+    r = await rig.http.post(f"{rig.portal}/_state/session-ttl", json={"seconds": 0.3})
+    assert r.status_code == 200
+    codes = [dossier_code(250 + i) for i in range(5)]
+    batches = await asyncio.gather(*(_send_life(rig, c, LIFE) for c in codes))
+    await rig.wait_jobs([j for b in batches for j in b], timeout=60)
+    assert (await rig.portal_summary())["logins"] >= 2
+    for code in codes:
+        calls = await rig.portal_calls(code)
+        assert [c["TrangThai"] for c in calls] == [wire for _, _, wire in LIFE]
+
+
+async def test_health_probe(rig: Rig) -> None:
+    adapter = rig.runtime.registry.instances["national_portal"]
+    assert (await adapter.probe()).ok
+    await rig.fault("TraCuuHoSo", {"error_rate": 1.0, "status": 503})
+    result = await adapter.probe()
+    assert not result.ok and result.detail
+
+
 async def test_business_rejection_dead_letters_then_succeeds_after_replay(rig: Rig) -> None:
     code = dossier_code(300)
     unknown_procedure = "2.999901"
