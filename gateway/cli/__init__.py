@@ -26,7 +26,19 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 def _register() -> None:
     # each command group lives in its own module; add one line per new group
-    from gateway.cli import audit, clients, config, demo, keys, sandbox, serve, signing, webhooks
+    from gateway.cli import (
+        audit,
+        clients,
+        config,
+        demo,
+        dlq,
+        keys,
+        sandbox,
+        serve,
+        signing,
+        webhooks,
+        worker,
+    )
 
     main.add_command(serve.serve)
     main.add_command(sandbox.sandbox)
@@ -38,6 +50,8 @@ def _register() -> None:
     main.add_command(keys.keys)
     main.add_command(signing.sign)
     main.add_command(signing.verify)
+    main.add_command(worker.worker)
+    main.add_command(dlq.dlq)
 
 
 _register()
