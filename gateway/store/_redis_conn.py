@@ -23,7 +23,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.errors import StoreUnavailable
 from gateway.store._redis_lua import Script
 
-__all__ = ["Conn", "as_bytes", "as_str", "guard", "translate", "translating"]
+__all__ = [
+    "CALL_TIMEOUT",
+    "Conn",
+    "as_bytes",
+    "as_str",
+    "guard",
+    "guard_long",
+    "translate",
+    "translating",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,6 +43,9 @@ Arg = str | bytes | int | float
 #: more calls wait for a slot. The pool allows some headroom for unbounded helpers (iterate).
 MAX_CALLS = 64
 MAX_CONNECTIONS = MAX_CALLS + 16
+#: seconds one store call may take (a hung server, a lost reply); then StoreUnavailable. A
+#: cancelled redis-py command drops its connection, so no stale reply is read later.
+CALL_TIMEOUT = 10.0
 
 
 def as_str(value: Any) -> str:
@@ -84,16 +96,13 @@ class HasConn(Protocol):
 S = TypeVar("S", bound=HasConn)
 
 
-def guard(
-    fn: Callable[Concatenate[S, P], Awaitable[R]],
+def _guarded(
+    fn: Callable[Concatenate[S, P], Awaitable[R]], timeout: float | None
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
-    """For methods of a facet holding ``_c``: bound the concurrent calls to the pool size and
-    turn Redis connection failures into ``StoreUnavailable``."""
-
     @functools.wraps(fn)
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            async with self._c.slots:
+            async with self._c.slots, asyncio.timeout(timeout):
                 return await fn(self, *args, **kwargs)
         except (*_NETWORK_ERRORS, ResponseError) as exc:
             if _unavailable(exc):
@@ -101,6 +110,21 @@ def guard(
             raise
 
     return wrapper
+
+
+def guard(
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """For methods of a facet holding ``_c``: bound the concurrent calls to the pool size,
+    bound the call's time (CALL_TIMEOUT) and turn Redis failures into ``StoreUnavailable``."""
+    return _guarded(fn, CALL_TIMEOUT)
+
+
+def guard_long(
+    fn: Callable[Concatenate[S, P], Awaitable[R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """:func:`guard` for loops of many short commands (purges): no overall time bound."""
+    return _guarded(fn, None)
 
 
 class Conn:
@@ -119,7 +143,9 @@ class Conn:
             self.url,
             max_connections=MAX_CONNECTIONS,
             socket_connect_timeout=2.0,
-            socket_timeout=5.0,
+            # no socket_timeout: redis-py would wrap every send in asyncio.wait_for, which
+            # costs a task per command on Python 3.11; ``guard`` bounds each call instead
+            socket_timeout=None,
             socket_keepalive=True,
             # only connection errors are retried: a timed-out command may have run, and the
             # job scripts are not all idempotent. One quick retry covers a dropped pooled

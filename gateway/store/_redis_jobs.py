@@ -20,7 +20,7 @@ from gateway.store._codec import (
     dumps,
     loads_dict,
 )
-from gateway.store._redis_conn import Conn, as_str, guard
+from gateway.store._redis_conn import Conn, as_str, guard, guard_long
 from gateway.store._redis_lua import (
     ACK,
     DEAD_LETTER,
@@ -311,7 +311,7 @@ class RedisJobStore(JobStore):
         value = await self._c.client.hget(self._c.key("q:counts:", kind), "queued")
         return int(value or 0)
 
-    @guard
+    @guard_long
     async def purge_finished(self, *, older_than: float) -> int:
         total = 0
         while True:

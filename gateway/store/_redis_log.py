@@ -27,7 +27,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from gateway.store._codec import audit_from_json, audit_json, event_from_json, event_json
-from gateway.store._redis_conn import Conn, as_str, guard, translating
+from gateway.store._redis_conn import (
+    CALL_TIMEOUT,
+    Conn,
+    as_str,
+    guard,
+    guard_long,
+    translate,
+    translating,
+)
 from gateway.store._redis_lua import AUDIT_APPEND
 from gateway.store.base import (
     GENESIS_HASH,
@@ -76,7 +84,7 @@ class RedisAuditStore(AuditStore):
             while not fut.done():
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 try:
-                    async with self._c.slots:
+                    async with self._c.slots, asyncio.timeout(CALL_TIMEOUT):
                         written = await self._write(batch)
                 except asyncio.CancelledError:
                     # give the batch back: the next waiter writes it (and sees it already
@@ -85,6 +93,8 @@ class RedisAuditStore(AuditStore):
                     raise
                 except Exception as exc:
                     self._head = None
+                    if isinstance(exc, OSError):  # incl. TimeoutError from the call bound
+                        exc = translate(exc)
                     for _, f in batch:
                         if not f.done():
                             f.set_exception(exc)
@@ -233,17 +243,19 @@ class RedisAuditStore(AuditStore):
     ) -> AsyncIterator[AuditRecord]:
         with translating():
             client = self._c.client
-            first_raw = await client.get(self._c.key("a:first"))
-            head_seq = (await self._read_head())[0]
+            async with asyncio.timeout(CALL_TIMEOUT):
+                first_raw = await client.get(self._c.key("a:first"))
+                head_seq = (await self._read_head())[0]
             start = max(from_seq, int(first_raw) if first_raw else 1)
             end = head_seq if to_seq is None else min(to_seq, head_seq)
             for chunk in _chunks(start, end, _PAGE):
-                bodies = await client.hmget(self._c.key("a:rec"), chunk)
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    bodies = await client.hmget(self._c.key("a:rec"), chunk)
                 for body in bodies:
                     if body is not None:
                         yield audit_from_json(body)
 
-    @guard
+    @guard_long
     async def purge(self, *, up_to_seq: int) -> int:
         client = self._c.client
         first_raw = await client.get(self._c.key("a:first"))
@@ -318,7 +330,7 @@ class RedisEventStore(EventStore):
         bodies = await client.hmget(self._c.key("e:data"), ids)
         return [event_from_json(b) for b in bodies if b is not None]
 
-    @guard
+    @guard_long
     async def purge(self, *, older_than: float) -> int:
         client = self._c.client
         total = 0

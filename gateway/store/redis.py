@@ -14,6 +14,7 @@ in ``_redis_lua`` and ``_redis_log``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from gateway.store._redis_conn import Conn, as_bytes, as_str, guard
@@ -23,6 +24,9 @@ from gateway.store._redis_lua import CAS, INCR, LOCK_ACQUIRE, LOCK_RELEASE
 from gateway.store.base import Store
 
 __all__ = ["RedisStore"]
+
+#: readiness must answer quickly even when Redis hangs
+PING_TIMEOUT = 2.0
 
 
 def _ttl_ms(ttl: float | None) -> str:
@@ -58,7 +62,8 @@ class RedisStore(Store):
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._c.client.ping())
+            async with asyncio.timeout(PING_TIMEOUT):
+                return bool(await self._c.client.ping())
         except Exception:
             return False
 
