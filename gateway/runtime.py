@@ -185,7 +185,7 @@ class Runtime:
             self.workers = WorkerPool(
                 self.jobs,
                 concurrency=self.settings.jobs.workers,
-                events=lambda: getattr(self, "events", None),
+                events=lambda: self.events,
             )
             self.workers.start()
         if self.settings.jobs.scheduler_enabled:

@@ -13,8 +13,7 @@ from litestar import Request, delete, get, post
 from litestar.params import Parameter
 
 from gateway.api.jobs import JobView, iso, job_view
-from gateway.audit import Auditor
-from gateway.dead_letters import AuditSink, DeadLetters
+from gateway.dead_letters import DeadLetters
 from gateway.errors import Unauthenticated
 from gateway.jobs import system_of
 from gateway.runtime import Runtime
@@ -65,12 +64,7 @@ def _operator(request: Request[Any, Any, Any]) -> str:
 
 
 def dead_letters(runtime: Runtime) -> DeadLetters:
-    # the runtime's Auditor once wired; an Auditor is only a store and a key, so one made
-    # here writes the same chain
-    auditor: AuditSink = getattr(runtime, "audit", None) or Auditor(
-        runtime.store, runtime.settings.digest_key()
-    )
-    return DeadLetters(runtime.store, auditor)
+    return DeadLetters(runtime.store, runtime.audit)
 
 
 @get(
