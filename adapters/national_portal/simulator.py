@@ -17,7 +17,6 @@ gateway under our push contract (docs/adapters/national_portal.md).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import threading
@@ -36,7 +35,6 @@ from pydantic import ValidationError
 from adapters.national_portal.callbacks import PUSH_PATH, sign_push
 from adapters.national_portal.models import (
     DEFAULT_STATUS_CODES,
-    CallbackAttachment,
     CallbackPush,
     DinhDanh,
     HoSo,
@@ -63,6 +61,7 @@ __all__ = [
     "PortalSimulator",
     "create_simulator_app",
     "load_catalogue",
+    "push_to_gateway",
 ]
 
 #: the simulator's error codes (the real portal's are not published; the adapter's
@@ -597,10 +596,3 @@ def create_simulator_app(
         debug=False,
     )
     return app
-
-
-def attachment_digest(att: CallbackAttachment) -> str:
-    return hashlib.sha256(base64.b64decode(att.noiDung)).hexdigest()
-
-
-__all__ += ["attachment_digest", "push_to_gateway"]
