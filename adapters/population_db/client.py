@@ -49,7 +49,7 @@ from signing.xml import parse_xml, zeep_settings
 
 from .auth import TokenSource
 from .config import SANDBOX_CONSUMER_SECRET, PopulationDbConfig
-from .models import NS, OPERATION, SOAP_ACTION, WSDL_PATH, KetQuaTraCuu, YeuCauTraCuu
+from .models import NS, OPERATION, SOAP_ACTION, SOAP_ENV_NS, WSDL_PATH, KetQuaTraCuu, YeuCauTraCuu
 from .soapsig import EnvelopeSigning, EnvelopeVerification, envelope_around
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ __all__ = ["BINDING", "PopulationDbClient", "SoapTransport", "build_client"]
 log = structlog.get_logger(__name__)
 
 BINDING = f"{{{NS}}}DanCuQuocGiaBinding"
+_BODY = f"{{{SOAP_ENV_NS}}}Body"
+_RESPONSE = f"{{{NS}}}{OPERATION}Response"
 
 
 def _refuse_remote(request: httpx.Request) -> httpx.Response:
@@ -127,29 +129,43 @@ class SoapTransport(AsyncTransport):
         return response, token
 
     def _checked(self, response: httpx.Response) -> httpx.Response:
-        """The answer as zeep may read it: parsed hardened, and verified when required."""
-        body = response.content
+        """The answer as zeep may read it: parsed hardened, verified when required, and of
+        the operation's response element (zeep alone would read any element by position)."""
         try:
-            parse_xml(body)
+            root = parse_xml(response.content)
         except XmlRejected as exc:
             raise UpstreamProtocolError(
                 f"{self.system}: the answer was refused by the hardened XML parser ({exc.detail})",
                 system=self.system,
             ) from None
-        if self.verification is None or response.status_code != 200:
+        if response.status_code != 200:
             return response  # faults are not signed; zeep turns them into Fault
-        try:
-            signed_body = self.verification.verify(body)
-        except SignatureInvalid as exc:
+        if self.verification is not None:
+            try:
+                body = self.verification.verify(response.content)
+            except SignatureInvalid as exc:
+                raise UpstreamProtocolError(
+                    f"{self.system}: the answer's signature was refused ({exc.slug}: {exc.detail})",
+                    system=self.system,
+                    extra={"signature_problem": exc.slug},
+                ) from None
+        else:
+            found = root.find(_BODY)
+            if found is None:
+                raise UpstreamProtocolError(
+                    f"{self.system}: the answer is not a SOAP envelope", system=self.system
+                )
+            body = found
+        children = [c for c in body if isinstance(c.tag, str)]
+        if len(children) != 1 or children[0].tag != _RESPONSE:
             raise UpstreamProtocolError(
-                f"{self.system}: the answer's signature was refused ({exc.slug}: {exc.detail})",
+                f"{self.system}: the answer's body is not a {OPERATION}Response",
                 system=self.system,
-                extra={"signature_problem": exc.slug},
-            ) from None
+            )
         return httpx.Response(
             response.status_code,
             headers={"Content-Type": "text/xml; charset=utf-8"},
-            content=envelope_around(signed_body),
+            content=envelope_around(body),
             request=response.request,
         )
 

@@ -131,12 +131,18 @@ class SimulatorControls:
     response_mode: ResponseMode = "normal"
     #: apply ``response_mode`` to this many answers, then go back to normal (None: forever)
     response_count: int | None = None
-    #: refuse every token from now on (tokens issued later are fine)
+    #: tokens the platform issued
     tokens_issued: int = 0
     soap_requests: int = 0
     #: how many SOAP requests carried a signature that verified
     signed_requests_verified: int = 0
     _tokens: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def reset(self) -> None:
+        """Back to normal answers and zero counters; issued tokens stay valid."""
+        self.token_ttl = 3600.0
+        self.response_mode, self.response_count = "normal", None
+        self.tokens_issued = self.soap_requests = self.signed_requests_verified = 0
 
     def misbehave(self, mode: ResponseMode, count: int | None = 1) -> None:
         self.response_mode = mode

@@ -11,6 +11,8 @@ answer carried, signed or not, never reaches the parser of the data (signature w
 
 from __future__ import annotations
 
+import logging
+
 from lxml import etree
 
 from gateway.errors import SignatureInvalid
@@ -20,6 +22,11 @@ from signing.verify import VerifiedDocument, XmlVerifier
 from .models import SOAP_ENV_NS
 
 __all__ = ["BODY_ID", "EnvelopeSigning", "EnvelopeVerification", "envelope_around"]
+
+# signxml logs every canonicalised string at DEBUG: the whole signed Body, i.e. the citizen's
+# ID number and name. Personal data must not reach a log at any level, so that logger stops at
+# INFO whatever the root level (the signing package would be the better home for this line).
+logging.getLogger("signxml").setLevel(max(logging.INFO, logging.getLogger("signxml").level))
 
 #: the Id the Reference names (unqualified, as SOAP 1.1 allows any attribute on Body)
 BODY_ID = "soap-body"

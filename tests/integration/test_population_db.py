@@ -1,0 +1,376 @@
+"""The identity API over real HTTP: gateway -> uvicorn -> sandbox -> population DB simulator.
+
+Every call crosses real sockets, with the real zeep client, real XML signatures both ways, the
+real OAuth2 token endpoint and a real SQLite store. Expectations come from the simulator's
+synthetic population and its own counters, never from the code under test. The tests here
+share one gateway and one sandbox (reset between tests: no faults, zero counters); those that
+need their own deployment or break the circuit are in ``test_population_db_resilience.py``.
+
+Logs are captured raw (before any masking) at DEBUG for the whole module; the last test proves
+none of the ID numbers or names used anywhere in the module reached a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from support.population_db_rig import (
+    FULL,
+    LOOKUP_ONLY,
+    NO_SCOPES,
+    VERIFY_ONLY,
+    LogCapture,
+    Rig,
+    birth_text,
+    population_db_rig,
+    purpose,
+)
+
+from gateway.audit import Auditor
+from gateway.store.base import AuditQuery
+from signing.xml import resolver_calls
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+_CAPTURE = LogCapture()
+#: every ID number and name sent to the gateway by any test of this module
+_USED: set[str] = set()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
+    tmp_path = tmp_path_factory.mktemp("population_db")
+    async with population_db_rig(tmp_path, logging_level="DEBUG", log_handler=_CAPTURE) as r:
+        yield r
+        _USED.update(r.used)
+    logging.getLogger().removeHandler(_CAPTURE)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def rig(shared: Rig) -> AsyncIterator[Rig]:
+    await shared.reset()
+    yield shared
+    _USED.update(shared.used)
+
+
+def problem(response: Any) -> dict[str, Any]:
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# ---------------------------------------------------------------- verification
+
+
+async def test_a_match(rig: Rig) -> None:
+    citizen = rig.population.pick(0)
+    r = await rig.verify(rig.verify_body(citizen))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "match": True,
+        "checked": ["id_number", "full_name", "birth_date"],
+        "mismatches": [],
+        "reason": None,
+    }
+    # the gateway signed the request and the registry checked that signature
+    assert rig.simulator.controls.signed_requests_verified == 1
+
+
+async def test_input_forms_are_normalised_before_comparison(rig: Rig) -> None:
+    citizen = rig.population.pick(1)
+    name = citizen.HoVaTen.day_du()
+    sloppy = "  " + "  ".join(name.upper().split()) + " "
+    for birth in (birth_text(citizen, "vn"), birth_text(citizen, "year")):
+        r = await rig.verify(rig.verify_body(citizen, full_name=sloppy, birth_date=birth))
+        assert r.status_code == 200, r.text
+        assert r.json()["match"] is True
+
+
+@pytest.mark.parametrize("field", ["full_name", "birth_date", "legacy_id_number"])
+async def test_each_field_mismatch(rig: Rig, field: str) -> None:
+    citizen = rig.population.pick(0, "legacy")
+    assert citizen.SoCMND is not None
+    body = rig.verify_body(citizen, legacy_id_number=citizen.SoCMND)
+    if field == "full_name":
+        other = rig.population.pick(0, "female" if citizen.GioiTinh == "1" else "male")
+        body["full_name"] = rig.remember(other).HoVaTen.day_du()
+    elif field == "birth_date":
+        year, rest = int(body["birth_date"][:4]), body["birth_date"][4:]
+        month = int(rest[1:3]) % 12 + 1 if rest else 1
+        body["birth_date"] = f"{year}-{month:02d}-01"
+    else:
+        body["legacy_id_number"] = rig.population.pick(1, "legacy").SoCMND
+    r = await rig.verify(body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["match"] is False
+    assert answer["mismatches"] == [field]
+    assert answer["reason"] == "mismatch"
+    assert answer["checked"] == ["id_number", "legacy_id_number", "full_name", "birth_date"]
+
+
+async def test_diacritics_are_significant_by_default(rig: Rig) -> None:
+    citizen = next(p for p in rig.population.people if p.HoVaTen.day_du().isascii() is False)
+    unaccented = _unaccent(citizen.HoVaTen.day_du()).upper()
+    r = await rig.verify(rig.verify_body(citizen, full_name=unaccented))
+    assert r.json()["mismatches"] == ["full_name"]
+
+
+async def test_legacy_number_alone(rig: Rig) -> None:
+    citizen = rig.population.pick(2, "legacy")
+    body = rig.verify_body(citizen, id_number=..., legacy_id_number=citizen.SoCMND)
+    r = await rig.verify(body)
+    assert r.status_code == 200, r.text
+    assert r.json()["match"] is True
+    assert r.json()["checked"] == ["legacy_id_number", "full_name", "birth_date"]
+
+
+async def test_not_found(rig: Rig) -> None:
+    unknown = rig.population.unknown_id()
+    citizen = rig.population.pick(3)
+    body = rig.verify_body(citizen, id_number=unknown, birth_date="1985")
+    r = await rig.verify(body)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "match": False,
+        "checked": ["id_number", "full_name", "birth_date"],
+        "mismatches": [],
+        "reason": "not_found",
+    }
+
+
+# ---------------------------------------------------------------- lookup
+
+
+async def test_lookup_returns_only_the_requested_fields(rig: Rig) -> None:
+    citizen = rig.population.pick(4)
+    rig.remember(citizen)
+    r = await rig.lookup(
+        {
+            "id_number": citizen.SoDinhDanh,
+            "purpose": purpose(),
+            "fields": ["given_name", "permanent_address"],
+        }
+    )
+    assert r.status_code == 200, r.text
+    home = citizen.ThuongTru
+    assert home is not None
+    assert r.json() == {
+        "citizen": {
+            "given_name": citizen.HoVaTen.Ten,
+            "permanent_address": {
+                "province_code": home.MaTinhThanh,
+                "district_code": home.MaQuanHuyen,
+                "ward_code": home.MaPhuongXa,
+                "detail": home.ChiTiet,
+            },
+        }
+    }
+
+
+async def test_lookup_of_nobody_is_404(rig: Rig) -> None:
+    r = await rig.lookup(
+        {"id_number": rig.population.unknown_id(1), "purpose": purpose(), "fields": ["gender"]}
+    )
+    assert r.status_code == 404
+    assert problem(r)["type"].endswith(":not-found")
+
+
+# ---------------------------------------------------------------- the registry's refusals
+
+
+async def test_unlicensed_procedure_is_403_code_004(rig: Rig) -> None:
+    citizen = rig.population.pick(5)
+    r = await rig.verify(rig.verify_body(citizen, purpose=purpose(procedure="9.999999")))
+    assert r.status_code == 403
+    body = problem(r)
+    assert body["type"].endswith(":procedure-not-licensed")
+    assert body["upstream_code"] == "004"
+
+
+async def test_unpermitted_officer_is_403_code_005(rig: Rig) -> None:
+    citizen = rig.population.pick(5)
+    r = await rig.lookup(
+        {
+            "id_number": rig.remember(citizen).SoDinhDanh,
+            "purpose": purpose(officer="CB999999"),
+            "fields": ["gender"],
+        }
+    )
+    assert r.status_code == 403
+    body = problem(r)
+    assert body["type"].endswith(":officer-not-permitted")
+    assert body["upstream_code"] == "005"
+
+
+# ---------------------------------------------------------------- the answer's integrity
+
+
+@pytest.mark.parametrize(
+    ("mode", "slug"),
+    [
+        ("malformed", "upstream-protocol-error"),
+        ("wrong_shape", "upstream-protocol-error"),
+        ("xxe", "upstream-protocol-error"),
+        ("unsigned", "upstream-protocol-error"),
+        ("bad_signature", "upstream-protocol-error"),
+        ("fault", "upstream-fault"),
+    ],
+)
+async def test_answers_the_gateway_must_refuse(rig: Rig, mode: str, slug: str) -> None:
+    resolver_before = resolver_calls()
+    rig.simulator.controls.misbehave(mode, count=1)  # type: ignore[arg-type]
+    citizen = rig.population.pick(6)
+    r = await rig.verify(rig.verify_body(citizen))
+    assert r.status_code == 502, r.text
+    body = problem(r)
+    assert body["type"].endswith(":" + slug)
+    assert body["system"] == "population_db"
+    # a refused answer is not retried (the registry answered; retrying would not help)
+    assert rig.attempts() == 1
+    if mode == "xxe":
+        assert "hardened XML parser" in body["detail"]
+        assert resolver_calls() == resolver_before  # no entity was ever resolved
+    if mode in ("unsigned", "bad_signature"):
+        assert body["signature_problem"] in ("signature-invalid", "unsupported-xml-feature")
+    # and the registry is fine again afterwards
+    r = await rig.verify(rig.verify_body(citizen))
+    assert r.status_code == 200 and r.json()["match"] is True
+
+
+async def test_sandbox_garbled_answer_is_refused(rig: Rig) -> None:
+    rig.fault(malformed_rate=1.0, count=1)
+    r = await rig.verify(rig.verify_body(rig.population.pick(7)))
+    assert r.status_code == 502
+    assert problem(r)["type"].endswith(":upstream-protocol-error")
+
+
+# ---------------------------------------------------------------- the caller's side
+
+
+async def test_purpose_is_mandatory(rig: Rig) -> None:
+    citizen = rig.population.pick(17)
+    r = await rig.verify(rig.verify_body(citizen, purpose=...))
+    assert r.status_code == 422
+    assert [e["pointer"] for e in problem(r)["errors"]] == ["/purpose"]
+    r = await rig.lookup({"id_number": citizen.SoDinhDanh, "fields": ["gender"]})
+    assert r.status_code == 422
+    assert [e["pointer"] for e in problem(r)["errors"]] == ["/purpose"]
+    r = await rig.lookup({"id_number": citizen.SoDinhDanh, "purpose": purpose()})
+    assert r.status_code == 422
+    assert [e["pointer"] for e in problem(r)["errors"]] == ["/fields"]
+    assert rig.simulator.controls.soap_requests == 0  # nothing left the gateway
+
+
+async def test_structurally_invalid_ids_never_leave_the_gateway(rig: Rig) -> None:
+    citizen = rig.population.pick(18)
+    wrong_century = citizen.SoDinhDanh[:3] + str((int(citizen.SoDinhDanh[3]) + 2) % 10)
+    body = rig.verify_body(citizen, id_number=wrong_century + citizen.SoDinhDanh[4:])
+    r = await rig.verify(body)
+    assert r.status_code == 422
+    errors = problem(r)["errors"]
+    assert [e["pointer"] for e in errors] == ["/id_number"]
+    assert body["id_number"] not in r.text  # the problem never echoes the number
+    assert rig.simulator.controls.soap_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "client", "status"),
+    [
+        ("verify", None, 401),
+        ("verify", NO_SCOPES, 403),
+        ("verify", LOOKUP_ONLY, 403),
+        ("lookup", VERIFY_ONLY, 403),
+        ("verify", VERIFY_ONLY, 200),
+        ("lookup", LOOKUP_ONLY, 200),
+    ],
+)
+async def test_scopes_are_enforced(rig: Rig, path: str, client: Any, status: int) -> None:
+    citizen = rig.population.pick(19)
+    body: dict[str, Any] = rig.verify_body(citizen)
+    if path == "lookup":
+        body = {"id_number": citizen.SoDinhDanh, "purpose": purpose(), "fields": ["gender"]}
+    headers = client.headers if client is not None else {}
+    r = await rig.http.post(f"{rig.gateway}/v1/citizens/{path}", json=body, headers=headers)
+    assert r.status_code == status, r.text
+    if status == 403:
+        assert problem(r)["type"].endswith(":missing-scope")
+    if status != 200:
+        assert rig.simulator.controls.soap_requests == 0
+
+
+# ---------------------------------------------------------------- audit and cache
+
+
+async def test_each_query_is_audited_with_its_purpose_and_no_personal_data(rig: Rig) -> None:
+    citizen = rig.population.pick(20, "legacy")
+    await rig.verify(rig.verify_body(citizen, legacy_id_number=citizen.SoCMND))
+    await rig.verify(rig.verify_body(citizen, purpose=purpose(procedure="9.999999")))
+    auditor = Auditor(rig.runtime.store, rig.settings.digest_key())
+    digest = auditor.digest(citizen.SoDinhDanh)
+    records = await rig.runtime.store.audit.query(AuditQuery(subject_digest=digest))
+    assert [(r.operation, r.outcome, r.status) for r in reversed(records)] == [
+        ("identity.verify", "ok", None),
+        ("identity.verify", "rejected", 403),
+    ]
+    for record in records:
+        assert record.actor == FULL.id
+        assert record.officer_id == purpose()["officer_id"]
+        assert record.dossier_code == purpose()["dossier_code"]
+        assert record.adapter == "population_db"
+        assert record.subject_digests[0] == digest
+        text = json.dumps(record.body_dict(), ensure_ascii=False)
+        for secret in (citizen.SoDinhDanh, citizen.SoCMND, citizen.HoVaTen.day_du()):
+            assert secret is not None and secret not in text
+    assert records[1].procedure_code == purpose()["procedure_code"]
+    assert records[0].procedure_code == "9.999999"
+    assert records[0].detail == "procedure-not-licensed"
+    assert records[1].extra["match"] is True
+    # the legacy number is digested too: a search by it finds the same queries
+    legacy = await rig.runtime.store.audit.query(
+        AuditQuery(subject_digest=auditor.digest(citizen.SoCMND or ""))
+    )
+    assert [r.seq for r in legacy] == [records[1].seq]
+
+
+async def test_the_verification_cache_is_off_by_default(rig: Rig) -> None:
+    citizen = rig.population.pick(21)
+    for _ in range(2):
+        assert (await rig.verify(rig.verify_body(citizen))).status_code == 200
+    assert rig.simulator.controls.soap_requests == 2
+
+
+async def test_the_probe_reports_the_registry_up(rig: Rig) -> None:
+    adapter = rig.runtime.registry.instances["population_db"]
+    started = time.perf_counter()
+    result = await adapter.probe()
+    assert result.ok, result.detail
+    assert (
+        result.latency_ms is not None
+        and result.latency_ms < (time.perf_counter() - started) * 1000 + 1
+    )
+    rig.fault("wsdl", error_rate=1.0, status=503)
+    result = await adapter.probe()
+    assert not result.ok
+
+
+# ---------------------------------------------------------------- privacy of the whole run
+
+
+async def test_zz_no_log_line_holds_an_id_number_or_a_name() -> None:
+    assert _USED, "the module's tests ran no query"
+    assert _CAPTURE.lines, "nothing was logged at all: the capture is broken"
+    assert _CAPTURE.leaks(_USED) == []
+
+
+def _unaccent(text: str) -> str:
+    import unicodedata
+
+    bare = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return bare.replace("đ", "d").replace("Đ", "D")
