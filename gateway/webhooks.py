@@ -68,6 +68,8 @@ DELIVER_KIND = "webhook.deliver"
 USER_AGENT = "dvc-gateway-webhooks/1"
 #: the longest Retry-After we take from a receiver; beyond it the schedule's deadline rules
 MAX_RETRY_AFTER = 24 * 3600.0
+#: how often a process records an endpoint's latest success in the store, seconds
+SUCCESS_WRITE_INTERVAL = 1.0
 #: the state a receiver may keep an endpoint in, shown on the dashboard
 EndpointState = Literal["delivering", "failing", "disabled"]
 
@@ -361,6 +363,8 @@ class WebhookDeliverer:
         #: made on first use, so a runtime that never delivers opens no client
         self._http = http
         self._endpoints = {e.id: e for e in settings.endpoints}
+        #: when this process last wrote each endpoint's last_success (see _record_success)
+        self._success_written: dict[str, float] = {}
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -433,9 +437,10 @@ class WebhookDeliverer:
         await self._audit(endpoint, event, body, status, latency_ms, outcome, attempt, error)
         if ok:
             DELIVERIES.labels(endpoint.id, "delivered").inc()
-            await self._store.set(_key(endpoint.id, "last_success"), repr(time.time()).encode())
+            await self._record_success(endpoint.id)
             return {"endpoint_id": endpoint.id, "event_id": event.id, "status": status}
         assert error is not None
+        self._success_written.pop(endpoint.id, None)  # the next success is written at once
         DELIVERIES.labels(endpoint.id, "gone" if status == 410 else "failed").inc()
         await self._store.set(
             _key(endpoint.id, "last_failure"),
@@ -452,6 +457,16 @@ class WebhookDeliverer:
             error=error.slug,
         )
         raise error
+
+    async def _record_success(self, endpoint_id: str) -> None:
+        """At most one write a second per endpoint and process: the dashboard needs the time
+        to the second, not a store write per delivery. A failure is always written, and
+        always followed by a written success."""
+        now = time.time()
+        if now - self._success_written.get(endpoint_id, 0.0) < SUCCESS_WRITE_INTERVAL:
+            return
+        self._success_written[endpoint_id] = now
+        await self._store.set(_key(endpoint_id, "last_success"), repr(now).encode())
 
     def _judge(
         self, endpoint: WebhookEndpointSettings, response: httpx.Response
