@@ -20,9 +20,9 @@ from signxml.algorithms import (
     SignatureConstructionMethod,
     SignatureMethod,
 )
-from signxml.signer import XMLSigner
 
 from gateway.errors import ConfigurationError, InvalidRequest
+from signing._signxml import TreeSigner
 from signing.algorithms import c14n_label, label
 from signing.errors import translated
 from signing.keys import KeyMaterial
@@ -122,7 +122,7 @@ class XmlSigner:
                         f"(found {hits})"
                     )
                 reference = "#" + reference_id
-        signer = XMLSigner(
+        signer = TreeSigner(
             method=construction,
             signature_algorithm=self.method,
             digest_algorithm=self.digest,
