@@ -97,11 +97,12 @@ S = TypeVar("S", bound=HasConn)
 
 
 def _guarded(
-    fn: Callable[Concatenate[S, P], Awaitable[R]], timeout: float | None
+    fn: Callable[Concatenate[S, P], Awaitable[R]], bounded: bool
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            timeout = self._c.call_timeout if bounded else None
             async with self._c.slots, asyncio.timeout(timeout):
                 return await fn(self, *args, **kwargs)
         except (*_NETWORK_ERRORS, ResponseError) as exc:
@@ -116,21 +117,23 @@ def guard(
     fn: Callable[Concatenate[S, P], Awaitable[R]],
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     """For methods of a facet holding ``_c``: bound the concurrent calls to the pool size,
-    bound the call's time (CALL_TIMEOUT) and turn Redis failures into ``StoreUnavailable``."""
-    return _guarded(fn, CALL_TIMEOUT)
+    bound the call's time (``Conn.call_timeout``) and turn Redis failures into
+    ``StoreUnavailable``."""
+    return _guarded(fn, True)
 
 
 def guard_long(
     fn: Callable[Concatenate[S, P], Awaitable[R]],
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     """:func:`guard` for loops of many short commands (purges): no overall time bound."""
-    return _guarded(fn, None)
+    return _guarded(fn, False)
 
 
 class Conn:
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, call_timeout: float = CALL_TIMEOUT) -> None:
         self.url = url
         self.prefix = prefix
+        self.call_timeout = call_timeout
         self._client: aioredis.Redis | None = None
         self.slots = asyncio.Semaphore(MAX_CALLS)
 

@@ -28,7 +28,6 @@ from typing import Any
 
 from gateway.store._codec import audit_from_json, audit_json, event_from_json, event_json
 from gateway.store._redis_conn import (
-    CALL_TIMEOUT,
     Conn,
     as_str,
     guard,
@@ -84,7 +83,7 @@ class RedisAuditStore(AuditStore):
             while not fut.done():
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 try:
-                    async with self._c.slots, asyncio.timeout(CALL_TIMEOUT):
+                    async with self._c.slots, asyncio.timeout(self._c.call_timeout):
                         written = await self._write(batch)
                 except asyncio.CancelledError:
                     # give the batch back: the next waiter writes it (and sees it already
@@ -243,13 +242,13 @@ class RedisAuditStore(AuditStore):
     ) -> AsyncIterator[AuditRecord]:
         with translating():
             client = self._c.client
-            async with asyncio.timeout(CALL_TIMEOUT):
+            async with asyncio.timeout(self._c.call_timeout):
                 first_raw = await client.get(self._c.key("a:first"))
                 head_seq = (await self._read_head())[0]
             start = max(from_seq, int(first_raw) if first_raw else 1)
             end = head_seq if to_seq is None else min(to_seq, head_seq)
             for chunk in _chunks(start, end, _PAGE):
-                async with asyncio.timeout(CALL_TIMEOUT):
+                async with asyncio.timeout(self._c.call_timeout):
                     bodies = await client.hmget(self._c.key("a:rec"), chunk)
                 for body in bodies:
                     if body is not None:

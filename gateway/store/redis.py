@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.store._redis_conn import Conn, as_bytes, as_str, guard
+from gateway.store._redis_conn import CALL_TIMEOUT, Conn, as_bytes, as_str, guard
 from gateway.store._redis_jobs import RedisJobStore
 from gateway.store._redis_log import RedisAuditStore, RedisEventStore
 from gateway.store._redis_lua import CAS, INCR, LOCK_ACQUIRE, LOCK_RELEASE
@@ -38,8 +38,11 @@ def _glob_escape(text: str) -> str:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, *, key_prefix: str = "dvcgw:") -> None:
-        self._c = Conn(url, key_prefix)
+    def __init__(
+        self, url: str, *, key_prefix: str = "dvcgw:", call_timeout: float = CALL_TIMEOUT
+    ) -> None:
+        """``call_timeout``: seconds one store call may take before ``StoreUnavailable``."""
+        self._c = Conn(url, key_prefix, call_timeout=call_timeout)
         self.jobs = RedisJobStore(self._c)
         self.audit = RedisAuditStore(self._c)
         self.events = RedisEventStore(self._c)
@@ -62,7 +65,7 @@ class RedisStore(Store):
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(PING_TIMEOUT):
+            async with asyncio.timeout(min(PING_TIMEOUT, self._c.call_timeout)):
                 return bool(await self._c.client.ping())
         except Exception:
             return False

@@ -65,6 +65,8 @@ class RedisServer:
                 "yes",
                 "--appendfsync",
                 "always",
+                "--enable-debug-command",
+                "local",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -112,6 +114,67 @@ async def test_redis_unreachable_raises_store_unavailable() -> None:
         with pytest.raises(StoreUnavailable):
             [r async for r in store.audit.iterate()]
     finally:
+        await store.close()
+
+
+async def test_redis_that_never_answers_times_out() -> None:
+    """A server that accepts connections and never replies (hung, or a black-holed network):
+    each call gives up after call_timeout with StoreUnavailable; ping() answers False."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", key_prefix="t:", call_timeout=0.3)
+    await store.open()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get("k")
+        with pytest.raises(StoreUnavailable):
+            await store.jobs.lease("w", visibility=10, now=time.time())
+        with pytest.raises(StoreUnavailable):
+            await store.audit.append(
+                AuditRecord(at=0.0, direction="internal", actor="a", operation="o", outcome="ok")
+            )
+        assert await store.ping() is False
+        assert time.monotonic() - started < 5
+        assert accepted, "the store never reached the server"
+    finally:
+        await store.close()
+        server.close()
+        for writer in accepted:
+            writer.close()
+
+
+async def test_redis_timed_out_call_leaves_no_stale_reply(private_redis: RedisServer) -> None:
+    """A call that timed out while Redis was stalled must not leave its late reply on a pooled
+    connection for the next call to read as its own."""
+    store = RedisStore(private_redis.url, key_prefix="stall:", call_timeout=0.2)
+    await store.open()
+    stall = socket.create_connection(("127.0.0.1", private_redis.port))
+    try:
+        await store.set("a", b"1")
+        await store.set("counter", b"0")
+        # stall the server for 0.8 s (the reply comes later on this raw socket)
+        stall.sendall(b"DEBUG SLEEP 0.8\r\n")
+        await asyncio.sleep(0.1)
+        with pytest.raises(StoreUnavailable):
+            await store.incr("counter")
+        with pytest.raises(StoreUnavailable):
+            await store.get("a")
+        stall.settimeout(5)
+        assert stall.recv(64).startswith(b"+OK")
+        for _ in range(5):
+            assert await store.get("a") == b"1"
+            assert await store.incr("n") >= 1
+        assert await store.get("counter") in (b"0", b"1")  # the timed-out incr may have run
+    finally:
+        stall.close()
         await store.close()
 
 
