@@ -459,12 +459,15 @@ class WebhookDeliverer:
         raise error
 
     async def _record_success(self, endpoint_id: str) -> None:
-        """At most one write a second per endpoint and process: the dashboard needs the time
-        to the second, not a store write per delivery. A failure is always written, and
-        always followed by a written success."""
+        """At most one write a second per endpoint and process while nothing fails: the
+        dashboard needs the time to the second, not a store write per delivery. After a
+        failure (seen here or recorded by another instance) the success is written at once."""
         now = time.time()
-        if now - self._success_written.get(endpoint_id, 0.0) < SUCCESS_WRITE_INTERVAL:
-            return
+        written = self._success_written.get(endpoint_id, 0.0)
+        if now - written < SUCCESS_WRITE_INTERVAL:
+            raw = await self._store.get(_key(endpoint_id, "last_failure"))
+            if raw is None or float(json.loads(raw)["at"]) < written:
+                return
         self._success_written[endpoint_id] = now
         await self._store.set(_key(endpoint_id, "last_success"), repr(now).encode())
 

@@ -173,6 +173,13 @@ async def test_only_2xx_counts_and_the_same_id_is_retried(rig: RigFactory) -> No
     assert {d.webhook_id for d in got} == {event.id}  # one id across attempts: dedupe works
     assert all(d.verified for d in got)  # each attempt signed afresh, each verifies
 
+    async def delivering_again() -> bool:
+        [status] = await r.runtime.webhook_endpoint_states()
+        return status.state == "delivering" and status.last_failure is not None
+
+    # the success after failures shows at once, though successes are written sparingly
+    await wait_until(delivering_again, within=5)
+
 
 async def test_410_disables_the_endpoint(rig: RigFactory) -> None:
     r: Rig = await rig()
