@@ -185,7 +185,7 @@ class Database:
                             # SQLite rolled the whole transaction back (disk full, I/O
                             # error): the batch's earlier writes are gone too
                             in_tx = False
-                            self._fail(writes, StoreUnavailable("SQLite rolled back a batch"))
+                            self._fail(batch, StoreUnavailable("SQLite rolled back a batch"))
                         raise
                     conn.execute("RELEASE op")
                 item.ok = True
@@ -197,12 +197,14 @@ class Database:
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                self._fail(writes, exc)
+                # reads of this batch may have seen the writes that were just undone
+                self._fail(batch, exc)
 
     @staticmethod
     def _fail(items: list[_Item], exc: BaseException) -> None:
         for item in items:
-            item.ok, item.value, item.error = False, None, exc
+            if item.mode != _RAW:
+                item.ok, item.value, item.error = False, None, exc
 
     def _connect(self) -> None:
         if self._conn is not None:
