@@ -1,0 +1,44 @@
+"""The package's surface: explicit ``__all__`` everywhere, and its one dependency rule."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import signing
+
+PACKAGE = Path(signing.__file__).parent
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+ALLOWED_CORE = {"gateway.errors", "gateway.settings"}
+
+
+def test_every_exported_name_exists() -> None:
+    assert signing.__all__ == sorted(signing.__all__, key=lambda n: (not n.isupper(), n))
+    for name in signing.__all__:
+        assert getattr(signing, name) is not None
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if not m.startswith("_")])
+def test_public_modules_declare_all(module: str) -> None:
+    mod = importlib.import_module(f"signing.{module}")
+    exported = getattr(mod, "__all__", None)
+    assert exported, f"signing.{module} has no __all__"
+    for name in exported:
+        assert hasattr(mod, name), f"signing.{module}.__all__ names missing {name}"
+
+
+@pytest.mark.parametrize("module", [*MODULES, "__init__"])
+def test_signing_imports_only_errors_and_settings_of_the_core(module: str) -> None:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        for name in names:
+            if name == "gateway" or name.startswith(("gateway.", "adapters")):
+                assert name in ALLOWED_CORE, f"signing/{module}.py imports {name}"
