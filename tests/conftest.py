@@ -24,6 +24,14 @@ def redis_test_url() -> str:
     return url
 
 
+@pytest.fixture(autouse=True)
+def _hermetic_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests build their own Settings: the sandbox's config/gateway.toml (adapters, ports)
+    must not leak into them through the default config path. A test that wants that file
+    sets GATEWAY_CONFIG itself (its own fixture runs after this one)."""
+    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "no-config-file.toml"))
+
+
 @pytest.fixture
 def redis_url() -> str:
     import redis
