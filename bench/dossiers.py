@@ -13,7 +13,7 @@ system over HTTP:
 Reference, in the same run: the same update sent straight to the simulator (``TraCuuHoSo`` +
 ``DongBoHoSoMC`` with a session), with the same concurrency and rate: what the gateway costs.
 
-    .venv/bin/python bench/dossiers.py [--dossiers 40] [--updates 15] [--rate 40] [--seconds 8]
+    .venv/bin/python bench/dossiers.py [--dossiers 40] [--updates 15] [--rate 20] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ format = "json"
 [sandbox]
 port = {sandbox_port}
 [jobs]
-workers = 16
-poll_interval = 0.01
+workers = 8
+# idle workers poll this often; a local enqueue wakes them at once
+poll_interval = 0.1
 scheduler_enabled = false
 [[clients]]
 id = "bench"
@@ -338,8 +339,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dossiers", type=int, default=40)
     parser.add_argument("--updates", type=int, default=15, help="updates per dossier")
-    parser.add_argument("--rate", type=float, default=40.0, help="updates/s for the latency run")
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rate", type=float, default=20.0, help="updates/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,redis")
     args = parser.parse_args()
 
