@@ -3,7 +3,7 @@
 Signing and verification are CPU work (RSA, canonicalisation, hashing) that holds the GIL for
 most of its time; run on the event loop it would stall every other request for the whole
 operation (60 ms at 2 KB under load, over 500 ms at 200 KB in our measurements). They run on a
-small thread pool instead. docs/adr/0004-signing-executor.md records why a thread pool rather
+small thread pool instead. docs/adr/0002-signing-executor.md records why a thread pool rather
 than a process pool: for the document sizes the gateway exchanges it has the higher
 throughput and the same event-loop latency, keeps the certificate and chain caches shared, and
 the gateway already scales across cores with ``--processes``.
