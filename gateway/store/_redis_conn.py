@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -136,6 +137,8 @@ class Conn:
         self.call_timeout = call_timeout
         self._client: aioredis.Redis | None = None
         self.slots = asyncio.Semaphore(MAX_CALLS)
+        self._pending: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def connect(self) -> None:
         if self._client is not None:
@@ -165,6 +168,10 @@ class Conn:
         return self._client
 
     async def close(self) -> None:
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(flusher, timeout=self.call_timeout)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -173,9 +180,86 @@ class Conn:
         return self.prefix + "".join(parts)
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a script. Scripts called while another batch is on the wire are sent together
+        as one pipeline (auto-pipelining): under load that is one send and one wake-up for
+        many calls instead of one each. Each script stays atomic; a lone call goes alone."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Call(script, keys, args, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_CALLS], self._pending[MAX_CALLS:]
+            try:
+                async with asyncio.timeout(self.call_timeout):
+                    results = await self._execute(batch)
+            except BaseException as exc:
+                failure: BaseException = exc
+                if isinstance(exc, asyncio.CancelledError):
+                    failure = StoreUnavailable("the Redis store is closing")
+                for call in batch:
+                    if not call.future.done():
+                        call.future.set_exception(failure)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for call, result in zip(batch, results, strict=True):
+                if call.future.done():
+                    continue  # the caller gave up (its own time bound)
+                if isinstance(result, BaseException):
+                    call.future.set_exception(result)
+                else:
+                    call.future.set_result(result)
+
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
+        """Results in order; a command's own error is returned in its place."""
         client = self.client
-        try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(script.source)
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        if len(batch) == 1:
+            call = batch[0]
+            try:
+                return [await self._evalsha(client, call)]
+            except NoScriptError:
+                await client.script_load(call.script.source)
+                return [await self._evalsha(client, call)]
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                raise
+            except ResponseError as exc:
+                return [exc]
+        results = await self._pipeline(client, batch)
+        missing = {c.script for c, r in zip(batch, results, strict=True) if _is_noscript(r)}
+        if missing:
+            # a restarted Redis forgot the scripts: load them and run again what failed
+            for script in missing:
+                await client.script_load(script.source)
+            again = [i for i, r in enumerate(results) if _is_noscript(r)]
+            rerun = await self._pipeline(client, [batch[i] for i in again])
+            for i, r in zip(again, rerun, strict=True):
+                results[i] = r
+        return results
+
+    @staticmethod
+    async def _evalsha(client: aioredis.Redis, call: _Call) -> Any:
+        return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+
+    @staticmethod
+    async def _pipeline(client: aioredis.Redis, batch: list[_Call]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for call in batch:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+def _is_noscript(result: Any) -> bool:
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT")
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Arg]
+    future: asyncio.Future[Any]

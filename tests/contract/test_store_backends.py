@@ -204,6 +204,9 @@ async def test_redis_restart_is_survived(private_redis: RedisServer) -> None:
         while not await store.ping():
             assert time.monotonic() < deadline, "store did not reconnect"
             await asyncio.sleep(0.05)
+        # concurrent calls go out as one pipeline: every one of them meets NOSCRIPT first
+        counts = await asyncio.gather(*(store.incr(f"c{i}", 2) for i in range(20)))
+        assert counts == [2] * 20
         got = await store.jobs.lease("w", visibility=60, now=now + 2)  # NOSCRIPT -> reload
         assert got is not None and got.id == pending.id
         acked = await store.jobs.get(done.id)
