@@ -182,6 +182,13 @@ class XmlVerifier:
                 raise UnsupportedXmlFeature(
                     "refused: " + "; ".join(refusals), extra={"features": refusals}
                 )
+            count = len(signature.findall("ds:SignedInfo/ds:Reference", _NS))
+            if not 1 <= count <= policy.max_references:
+                # checked before any digest: each reference costs a copy of the document
+                raise SignatureInvalid(
+                    f"the signature has {count} references; 1 to {policy.max_references} "
+                    "are accepted"
+                )
             plan = self._key_plan(signature, method)
             content_root = None
             if detached_content is not None:

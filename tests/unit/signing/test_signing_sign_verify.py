@@ -373,3 +373,16 @@ def test_concurrent_verification_is_safe(
     assert [r.signed_xml.findtext("e:Body/e:Amount", namespaces=NS) for r in results] == [  # type: ignore[union-attr]
         str(i) for i in range(16)
     ]
+
+
+def test_reference_count_is_bounded_before_any_digest(
+    signer: XmlSigner, verifier: XmlVerifier, document: bytes
+) -> None:
+    root = _tree(signer.sign(document).xml)
+    signed_info = root.find(".//ds:SignedInfo", NS)
+    reference = root.find(".//ds:Reference", NS)
+    assert signed_info is not None and reference is not None
+    for _ in range(50):
+        signed_info.append(copy.deepcopy(reference))
+    with pytest.raises(SignatureInvalid, match="51 references; 1 to 1 are accepted"):
+        verifier.verify(_bytes(root))
