@@ -189,7 +189,19 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler pass failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.resolution)
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._pause(time.time()))
+
+    def _pause(self, now: float) -> float:
+        """Until the next tick of any schedule (so ticks fire on time), but at most the
+        resolution (the lock must be renewed well within its TTL)."""
+        pause = self.resolution
+        if self.is_leader:
+            try:
+                for schedule in self.schedules():
+                    pause = min(pause, next_tick(schedule.job, now) - now)
+            except Exception:  # noqa: S110 - a broken schedule is logged by the pass itself
+                pass
+        return max(pause, 0.005)
 
     async def run_once(self, now: float) -> list[str]:
         """One pass: take or renew the lock; if held, enqueue the due ticks. Returns the
