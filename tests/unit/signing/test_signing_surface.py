@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ast
 import importlib
+import logging
 from pathlib import Path
 
 import pytest
 
 import signing
+from signing.keys import DevPki
+from signing.sign import XmlSigner
+from signing.verify import VerificationPolicy, XmlVerifier
 
 PACKAGE = Path(signing.__file__).parent
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
@@ -42,3 +46,13 @@ def test_signing_imports_only_errors_and_settings_of_the_core(module: str) -> No
         for name in names:
             if name == "gateway" or name.startswith(("gateway.", "adapters")):
                 assert name in ALLOWED_CORE, f"signing/{module}.py imports {name}"
+
+
+def test_signxml_never_logs_canonical_content_at_debug(
+    caplog: pytest.LogCaptureFixture, pki: DevPki
+) -> None:
+    caplog.set_level(logging.DEBUG)  # the root logger at DEBUG, as a debugging operator might
+    signed = XmlSigner(pki.gateway.load()).sign(b"<Citizen><Id>049201001234</Id></Citizen>")
+    XmlVerifier(VerificationPolicy(pinned=(pki.gateway.load().certificate,))).verify(signed.xml)
+    assert not [r for r in caplog.records if r.name.startswith("signxml")]
+    assert "049201001234" not in caplog.text
