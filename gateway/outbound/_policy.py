@@ -7,6 +7,7 @@ timeouts, bounded retries, a circuit breaker and a bulkhead. Unknown keys are er
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -117,6 +118,8 @@ class OutboundPolicy(_Strict):
     idempotent_operations: frozenset[str] = frozenset()
     #: testing switch (also ``GATEWAY_TESTING_INSTANT_BACKOFF=1``): waits take no time
     instant_backoff: bool = False
+    #: the connection pool: aiohttp's (fast, HTTP/1.1) or httpx's own (see docs/adr/0003)
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @model_validator(mode="after")
     def _coherent(self) -> OutboundPolicy:

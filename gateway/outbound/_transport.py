@@ -19,6 +19,7 @@ import contextvars
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import structlog
@@ -94,6 +95,12 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.adapter = adapter
         self.base_url = base_url.rstrip("/")
+        base = httpx.URL(self.base_url)
+        self._origin = (base.scheme, base.host, base.port)
+        self._path = base.raw_path.rstrip(b"/")
+        #: metric series by label values, resolved once (``labels()`` is not free)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
         self.policy = policy
         self.inner = inner
         self.breaker = breaker
@@ -127,8 +134,10 @@ class ResilientTransport(httpx.AsyncBaseTransport):
 
     def _check_destination(self, request: httpx.Request) -> None:
         # only the configured base URL: no caller-supplied destination can slip through
-        url = str(request.url.copy_with(query=None, fragment=None))
-        if url != self.base_url and not url.startswith(self.base_url + "/"):
+        url = request.url
+        path = url.raw_path.split(b"?", 1)[0]
+        inside = path == self._path or path.startswith(self._path + b"/")
+        if (url.scheme, url.host, url.port) != self._origin or not inside:
             raise ConfigurationError(
                 f"{self.adapter}: refused an outbound call outside its configured base URL"
             )
@@ -146,8 +155,22 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             with self.bulkhead.slot():
                 return await self._with_retries(request, operation, idempotent)
         except (BulkheadFull, CircuitOpen) as refused:
-            UPSTREAM_REQUESTS.labels(self.adapter, operation, outcome_of(refused)).inc()
+            self._count(operation, outcome_of(refused))
             raise
+
+    def _count(self, operation: str, outcome: str) -> None:
+        counter = self._counters.get((operation, outcome))
+        if counter is None:
+            counter = UPSTREAM_REQUESTS.labels(self.adapter, operation, outcome)
+            self._counters[(operation, outcome)] = counter
+        counter.inc()
+
+    def _observe(self, operation: str, seconds: float) -> None:
+        histogram = self._histograms.get(operation)
+        if histogram is None:
+            histogram = UPSTREAM_DURATION.labels(self.adapter, operation)
+            self._histograms[operation] = histogram
+        histogram.observe(seconds)
 
     async def _with_retries(
         self, request: httpx.Request, operation: str, idempotent: bool
@@ -198,7 +221,18 @@ class ResilientTransport(httpx.AsyncBaseTransport):
                 error=getattr(error, "slug", type(error).__name__),
             )
 
+        # the first attempt runs without tenacity (nothing to decide when it succeeds); a
+        # failure is handed to tenacity as its attempt 1, so every decision is tenacity's
+        try:
+            return await self._attempt(request, operation, retry.deadline)
+        except UpstreamError as error:
+            if not should_retry(error):
+                raise
+            first: list[UpstreamError] = [error]
+
         async def attempt() -> httpx.Response:
+            if first:
+                raise first.pop()
             left = retry.deadline - clock.elapsed()
             return await self._attempt(request, operation, left)
 
@@ -244,6 +278,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             body = await raw.aread()
         finally:
             await raw.aclose()
+        if "content-encoding" not in raw.headers:
+            raw.request = request
+            return raw  # read already: nothing was decoded, the headers still hold
         headers = [(k, v) for k, v in raw.headers.raw if k.lower() not in _DECODED_AWAY]
         return httpx.Response(
             raw.status_code,
@@ -258,8 +295,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     ) -> None:
         status = response.status_code
         outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
-        UPSTREAM_REQUESTS.labels(self.adapter, operation, outcome).inc()
-        UPSTREAM_DURATION.labels(self.adapter, operation).observe(seconds)
+        self._count(operation, outcome)
+        self._observe(operation, seconds)
         # any answer proves the system is up (the breaker); a 5xx still counts as an error
         # in the figures ops see, so a storm of SOAP faults shows on the dashboard
         self.stats.add(
@@ -274,8 +311,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self, operation: str, permit: Permit, error: UpstreamError, seconds: float
     ) -> None:
         outcome = outcome_of(error)
-        UPSTREAM_REQUESTS.labels(self.adapter, operation, outcome).inc()
-        UPSTREAM_DURATION.labels(self.adapter, operation).observe(seconds)
+        self._count(operation, outcome)
+        self._observe(operation, seconds)
         self.stats.add(operation, ok=False, latency_ms=seconds * 1000, reason=error.detail)
         if breaker_failure(error):
             await self.breaker.on_failure(permit, f"{outcome}: {error.detail}")

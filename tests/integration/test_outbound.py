@@ -25,6 +25,7 @@ from gateway.errors import (
     BulkheadFull,
     CircuitOpen,
     ConfigurationError,
+    UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -558,3 +559,53 @@ async def test_stats_record_outcomes_and_latency(
     assert echo_stats.last_success is not None and echo_stats.last_failure is not None
     assert "503" in (echo_stats.last_failure_reason or "")
     assert stats.as_dict()["overall"]["calls_1h"] == 4
+
+
+# ---------------------------------------------------------------- both connection pools
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_both_pools_classify_faults_alike(
+    make_client: Callable[..., OutboundClient],
+    sandbox_url: str,
+    sqlite_store: Store,
+    transport: str,
+) -> None:
+    client = make_client(
+        transport=transport,
+        retry={"max_attempts": 2, "backoff_initial": 0.01},
+        timeouts={"total": 0.3},
+    )
+    # a compressed answer is decoded; a corrupt encoding is a protocol error, not retried
+    r = await client.request("gzip", "POST", "/gzip", idempotent=True, json={"a": 1}, headers=TOKEN)
+    assert r.json() == {"echo": {"a": 1}}
+    with pytest.raises(UpstreamProtocolError):
+        await client.request(
+            "gzip", "POST", "/gzip", idempotent=True, json={"broken": True}, headers=TOKEN
+        )
+    # a connection dropped mid-answer: the command may have run, so it is not retried
+    await put_fault(sandbox_url, "echo", {"drop_rate": 1.0})
+    with pytest.raises(UpstreamUnavailable) as dropped:
+        await client.request("echo", "POST", "/echo", idempotent=False, json={}, headers=TOKEN)
+    assert "dropped" in dropped.value.detail
+    assert await seen_by_sandbox(sandbox_url, "echo") == 1
+    # a hang hits the total limit on every attempt
+    await put_fault(sandbox_url, "echo", {"timeout_rate": 1.0})
+    with pytest.raises(UpstreamTimeout):
+        await client.request("echo", "POST", "/echo", idempotent=True, json={}, headers=TOKEN)
+    assert await seen_by_sandbox(sandbox_url, "echo") == 3
+    await clear_faults(sandbox_url)
+    # nothing listens there: never sent, so retried even for a command
+    dead = OutboundClient(
+        "dead",
+        f"http://127.0.0.1:{free_port()}/x",
+        OutboundPolicy.model_validate({"transport": transport, "retry": {"max_attempts": 2}}),
+        sqlite_store,
+    )
+    before = samples("dead", "submit", "unavailable")
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await dead.request("submit", "POST", "/submit", idempotent=False, json={})
+    finally:
+        await dead.aclose()
+    assert samples("dead", "submit", "unavailable") - before == 2

@@ -11,6 +11,7 @@ it costs next to nothing in benchmarks) serves, under ``/echo/``:
   ``failures`` calls with that key answer ``status`` (default 503, with ``Retry-After`` when
   given), later ones 200
 - ``POST /slow``: body ``{"seconds"}``: answers after that long
+- ``POST /gzip``: the echo, gzip-encoded (``{"broken": true}``: a corrupt encoding)
 - ``POST /status``: body ``{"status", "retry_after"}``: answers that status
 - ``GET /calls/{key}``: ``{"count", "times"}`` of the calls seen with that key (flaky, slow,
   status, echo), so tests can count attempts and measure the gaps between them
@@ -24,6 +25,7 @@ uvicorn factory the benchmark and the multi-instance tests use.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import time
@@ -87,7 +89,7 @@ class EchoSimulator:
         path = scope["path"][len(scope.get("root_path", "")) :]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         status, answer, extra = await self.handle(scope["method"], path, body, headers)
-        raw = json.dumps(answer).encode()
+        raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -126,6 +128,11 @@ class EchoSimulator:
         seen = self._seen(key)
         if path == "/echo":
             return 200, {"echo": data, "request_id": headers.get("x-request-id")}, []
+        if path == "/gzip":
+            packed = gzip.compress(json.dumps({"echo": data}).encode())
+            if data.get("broken"):
+                packed = packed[:10] + b"not gzip at all"
+            return 200, packed, [(b"content-encoding", b"gzip")]
         if path == "/slow":
             await asyncio.sleep(float(data.get("seconds", 1.0)))
             return 200, {"slept": data.get("seconds", 1.0)}, []
@@ -205,8 +212,15 @@ async def relay(operation: str, request: Request[Any, Any, State], runtime: Runt
     return {"status": status, "body": body}
 
 
+@post("/v1/_echo_local", opt={"scopes": ["echo:call"]}, status_code=200)
+async def local(request: Request[Any, Any, State]) -> Any:
+    """Test-only: the same route shape without the upstream call (splits the overhead)."""
+    data = await request.json()
+    return {"status": 200, "body": {"echo": data.get("payload", {}), "request_id": None}}
+
+
 def echo_routes() -> list[Any]:
-    return [relay]
+    return [relay, local]
 
 
 def with_echo_routes(app: Litestar) -> Litestar:
