@@ -28,7 +28,7 @@ from importlib import resources
 from typing import Any
 
 import httpx
-from litestar import Litestar, Request, get, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from pydantic import ValidationError
 
@@ -174,7 +174,28 @@ class PortalSimulator:
     calls: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     logins: int = 0
+    #: test hook, an outage in the middle of a run: {service: [calls let through, failures,
+    #: HTTP status]} (the sandbox's faults hit the next calls; this one hits a later call)
+    failures: dict[str, list[int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fail_later(self, service: str, *, after: int, times: int = 1, status: int = 503) -> None:
+        with self._lock:
+            self.failures[service] = [after, times, status]
+
+    def take_failure(self, service: object) -> int | None:
+        """The HTTP status this call must fail with, if a planned outage hits it."""
+        with self._lock:
+            plan = self.failures.get(str(service))
+            if plan is None:
+                return None
+            if plan[0] > 0:
+                plan[0] -= 1
+                return None
+            plan[1] -= 1
+            if plan[1] <= 0:
+                del self.failures[str(service)]
+            return plan[2]
 
     # sessions ---------------------------------------------------------------------
     def login(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -508,13 +529,16 @@ def create_simulator_app(
         return sim.login(data)
 
     @post(service_path, status_code=200)
-    async def service(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    async def service(request: Request[Any, Any, Any]) -> dict[str, Any] | Response[Any]:
         try:
             body = json.loads(await request.body())
         except ValueError:
             return _reply(ERR_BAD_REQUEST, "Yêu cầu không phải JSON")
         if not isinstance(body, dict):
             return _reply(ERR_BAD_REQUEST, "Yêu cầu phải là một đối tượng JSON")
+        outage = sim.take_failure(body.get("service"))
+        if outage is not None:
+            return Response({"message": "Service Unavailable"}, status_code=outage)
         return sim.service(body)
 
     @get("/_state/dossiers/{code:str}")
@@ -540,6 +564,17 @@ def create_simulator_app(
     @post("/_state/sessions/expire", status_code=200)
     async def expire() -> dict[str, Any]:
         return {"expired": sim.expire_sessions()}
+
+    @post("/_state/fail", status_code=200)
+    async def fail(data: dict[str, Any]) -> dict[str, Any]:
+        """Fail a later call of a service: ``{service, after, times, status}``."""
+        sim.fail_later(
+            str(data["service"]),
+            after=int(data.get("after", 0)),
+            times=int(data.get("times", 1)),
+            status=int(data.get("status", 503)),
+        )
+        return {"failures": sim.failures}
 
     @post("/_state/session-ttl", status_code=200)
     async def session_ttl(data: dict[str, Any]) -> dict[str, Any]:
@@ -587,6 +622,7 @@ def create_simulator_app(
             state_calls,
             state_summary,
             expire,
+            fail,
             session_ttl,
             add_procedure,
             push,

@@ -219,6 +219,25 @@ async def test_progress_records_go_in_chunks_of_at_most_ten(rig: Rig) -> None:
     ]
 
 
+async def test_a_retried_job_does_not_send_confirmed_chunks_again(rig: Rig) -> None:
+    code = dossier_code(450)
+    # the portal fails the 2nd progress call once (HTTP 503): chunk 1 is confirmed by then
+    r = await rig.http.post(
+        f"{rig.portal}/_state/fail",
+        json={"service": "CapNhatTienDoHoSoMC", "after": 1, "times": 1, "status": 503},
+    )
+    assert r.status_code == 200
+    records = [progress_record("processing", n) for n in range(25)]
+    r = await rig.put_dossier(code, {**dossier_body("received"), "progress": records})
+    [job] = await rig.wait_jobs([r.json()["job_id"]])
+    assert job.attempt_count == 2  # failed once, retried
+    assert job.attempts[0].retryable is True
+    stored = await rig.portal_dossier(code)
+    assert stored is not None
+    contents = [p["NoiDungXuLy"] for p in stored["progress"]]
+    assert contents == [f"Bước xử lý {n}" for n in range(25)]  # each record once, in order
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_catalogue_is_served_stale_while_the_portal_is_down(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
