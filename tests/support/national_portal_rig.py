@@ -9,10 +9,11 @@ through the simulator's ``/_state`` endpoints and inject faults through ``/_sand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -105,23 +106,30 @@ class Rig:
     sandbox: str
     runtime: Runtime
     http: httpx.AsyncClient
+    #: further gateway instances on the same store: (URL, runtime)
+    others: list[tuple[str, Runtime]] = field(default_factory=list)
 
     @property
     def portal(self) -> str:
         return f"{self.sandbox}/national_portal"
 
     async def put_dossier(
-        self, code: str, body: dict[str, Any], *, client: Any = PROVINCE
+        self, code: str, body: dict[str, Any], *, client: Any = PROVINCE, via: str | None = None
     ) -> httpx.Response:
         return await self.http.put(
-            f"{self.gateway}/v1/dossiers/{code}", json=body, headers=client.headers
+            f"{via or self.gateway}/v1/dossiers/{code}", json=body, headers=client.headers
         )
 
     async def post_progress(
-        self, code: str, records: list[dict[str, Any]], *, client: Any = PROVINCE
+        self,
+        code: str,
+        records: list[dict[str, Any]],
+        *,
+        client: Any = PROVINCE,
+        via: str | None = None,
     ) -> httpx.Response:
         return await self.http.post(
-            f"{self.gateway}/v1/dossiers/{code}/progress",
+            f"{via or self.gateway}/v1/dossiers/{code}/progress",
             json={"records": records},
             headers=client.headers,
         )
@@ -183,6 +191,7 @@ async def portal_rig(
     adapter: dict[str, Any] | None = None,
     workers: int = 4,
     webhooks: dict[str, Any] | None = None,
+    instances: int = 1,
 ) -> AsyncIterator[Rig]:
     store, prefix = store_settings(backend, tmp_path, redis_url)
     adapter_config = {
@@ -227,10 +236,15 @@ async def portal_rig(
         }
     )
     sandbox = build_sandbox(settings)
-    async with serving(sandbox) as sandbox_url:
-        app = create_app(settings, sandbox_url=sandbox_url)
-        async with serving(app) as gateway_url, httpx.AsyncClient(timeout=30) as http:
-            yield Rig(gateway_url, sandbox_url, app.state.runtime, http)
+    async with serving(sandbox) as sandbox_url, contextlib.AsyncExitStack() as stack:
+        # ``instances`` gateways sharing one store: the first is the rig's, the others extra
+        served: list[tuple[str, Runtime]] = []
+        for _ in range(instances):
+            app = create_app(settings, sandbox_url=sandbox_url)
+            served.append((await stack.enter_async_context(serving(app)), app.state.runtime))
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        (gateway_url, runtime), *others = served
+        yield Rig(gateway_url, sandbox_url, runtime, http, others)
     if redis_url is not None:
         await drop_redis_prefix(redis_url, prefix)
 
