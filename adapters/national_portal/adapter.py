@@ -148,6 +148,9 @@ class NationalPortalConfig(AdapterConfig):
     push_replay_window_seconds: float = Field(300.0, gt=0)
     attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
     attachment_retention_days: float = Field(30.0, gt=0)
+    #: how long a dossier's accepted and confirmed state is kept after its last command (the
+    #: transition checks and GET /v1/dossiers rest on it; dossiers close well within a year)
+    dossier_state_retention_days: float = Field(400.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -203,6 +206,7 @@ class NationalPortalAdapter(Adapter):
         super().__init__(config, context)
         self.config = config
         self.mapping = WireMapping(config.status_codes, config.channel_codes)
+        self._state_ttl = config.dossier_state_retention_days * 86400.0
         self._client: PortalClient | None = None
 
     # lifecycle --------------------------------------------------------------------
@@ -327,7 +331,9 @@ class NationalPortalAdapter(Adapter):
         return json.loads(raw) if raw else {"history": []}
 
     async def _save_accepted(self, code: str, state: dict[str, Any]) -> None:
-        await self.context.store.set(_key("accepted", code), json.dumps(state).encode("utf-8"))
+        await self.context.store.set(
+            _key("accepted", code), json.dumps(state).encode("utf-8"), ttl=self._state_ttl
+        )
 
     async def sync_dossier(
         self,
@@ -500,7 +506,7 @@ class NationalPortalAdapter(Adapter):
             state["dossier"]["status"] = status.value
         state["progress_confirmed"] = int(state.get("progress_confirmed", 0)) + progress_added
         state["confirmed_at"] = _now_iso()
-        await self.context.store.set(key, json.dumps(state).encode("utf-8"))
+        await self.context.store.set(key, json.dumps(state).encode("utf-8"), ttl=self._state_ttl)
 
     # dossiers capability: queries -------------------------------------------------
     async def dossier_state(self, code: str) -> DossierState | None:
