@@ -359,8 +359,12 @@ def main() -> None:
 
     assert reference is not None
     total = args.dossiers * args.updates
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\nDossier status updates: {args.dossiers} dossiers x {args.updates} updates = {total} "
+        f"\nmachine: {os.cpu_count()} cores, load average {load} (shared: compare rows, not runs)"
+    )
+    print(
+        f"Dossier status updates: {args.dossiers} dossiers x {args.updates} updates = {total} "
         f"(throughput); {int(args.rate * args.seconds)} updates at {args.rate:g}/s (latency)"
     )
     print(f"{'path':<44}{'updates/s':>11}{'vs ref':>8}{'accepted/s':>12}{'p50 ms':>9}{'p99 ms':>9}")
