@@ -284,7 +284,7 @@ def row(name: str, r: Result, ref: Result | None, *, vs: str) -> str:
     elif ref is not None:
         extra = f"  {r.rps / ref.rps:7.0%}"
     errors = f"  ({r.errors} errors)" if r.errors else ""
-    return f"  {name:<24} {r.rps:9.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f}{extra}{errors}"
+    return f"  {name:<32} {r.rps:9.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f}{extra}{errors}"
 
 
 def main() -> int:
@@ -400,12 +400,12 @@ def main() -> int:
         f"Paced at ~{args.rate:g} req/s ({paced_connections} connections, wrk delay() "
         f"{delay_ms:.0f} ms)"
     )
-    print(f"  {'path':<24} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}  {'Δp50':>7}  {'Δp99':>7}")
+    print(f"  {'path':<32} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}  {'Δp50':>7}  {'Δp99':>7}")
     for label, r in paced.items():
         print(row(label, r, None if label == direct.name else ref_latency, vs="latency"))
     print()
     print(f"Saturated ({args.connections} connections, no pacing)")
-    print(f"  {'path':<24} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}  {'vs nginx':>7}")
+    print(f"  {'path':<32} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}  {'vs nginx':>7}")
     for label, r in saturated.items():
         print(row(label, r, None if label == proxied.name else ref_throughput, vs="throughput"))
     fastest = max(gateways, key=lambda k: saturated[k].rps)

@@ -287,6 +287,9 @@ def serve(
             port=settings.server.port,
             log_config=None,
             access_log=False,  # the gateway's own middleware writes the access log
+            # X-Forwarded-For is trusted only from server.trusted_proxies, by the gateway's
+            # own middleware; uvicorn's would also trust it from 127.0.0.1 (and costs CPU)
+            proxy_headers=False,
             timeout_graceful_shutdown=int(settings.jobs.grace_period) + 5,
             **options,
         )

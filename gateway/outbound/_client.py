@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["OutboundClient", "OutboundStats", "TlsSettings"]
 
 USER_AGENT = "dvc-gateway/0.1"
+#: distinct paths whose parsed URL is kept (paths with identifiers in them are not cached
+#: once the cache is full, they are parsed each time)
+_URL_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +147,14 @@ class OutboundClient:
             stats=self._stats,
         )
         t = policy.timeouts
+        phases = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+        self._timeout_extension = phases.as_dict()
+        self._urls: dict[str, httpx.URL] = {}
         #: an httpx client with the same resilience, for zeep's AsyncTransport(client=...)
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
             transport=self._transport,
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+            timeout=phases,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,  # a redirect would leave the configured base URL
         )
@@ -196,27 +202,25 @@ class OutboundClient:
         """One call to ``base_url + path``. Returns the response (any status but 429, 502,
         503, 504, which raise after the retries); raises ``Upstream*``, ``CircuitOpen`` or
         ``BulkheadFull``. ``timeout`` overrides the per-attempt total and read limits."""
-        if urlsplit(path).scheme or path.startswith("//"):
-            raise ConfigurationError(
-                f"{self.name}: outbound paths are relative to the configured base URL"
-            )
-        extensions: dict[str, Any] = {EXT_OPERATION: operation, EXT_IDEMPOTENT: idempotent}
-        http_timeout: httpx.Timeout | None = None
+        extensions: dict[str, Any] = {
+            EXT_OPERATION: operation,
+            EXT_IDEMPOTENT: idempotent,
+            "timeout": self._timeout_extension,
+        }
         if timeout is not None:
             extensions[EXT_TIMEOUT] = timeout
             t = self.policy.timeouts
-            http_timeout = httpx.Timeout(
+            extensions["timeout"] = httpx.Timeout(
                 connect=t.connect, read=timeout, write=t.write, pool=t.pool
-            )
+            ).as_dict()
         with upstream_errors(self.name, operation):
-            request = self.http.build_request(
+            url = self._url(path)
+            request = httpx.Request(
                 method,
-                path,
+                url.copy_merge_params(params) if params else url,
                 json=json,
                 content=content,
-                headers=headers,
-                params=params,
-                timeout=http_timeout if http_timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                headers=self._headers(headers),
                 extensions=extensions,
             )
             if auth is not None:  # httpx runs the auth flow (it may take several requests)
@@ -224,6 +228,25 @@ class OutboundClient:
             # straight to the resilient transport: no redirects to follow, no cookies kept,
             # and the body is read already (saves a good part of a call's CPU)
             return await self._transport.handle_async_request(request)
+
+    def _url(self, path: str) -> httpx.URL:
+        # parsing a URL is a good share of a call's CPU, and an adapter calls few paths
+        url = self._urls.get(path)
+        if url is None:
+            if urlsplit(path).scheme or path.startswith("//"):
+                raise ConfigurationError(
+                    f"{self.name}: outbound paths are relative to the configured base URL"
+                )
+            url = self.http.build_request("GET", path).url
+            if len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[path] = url
+        return url
+
+    def _headers(self, extra: Mapping[str, str] | None) -> httpx.Headers:
+        headers = self.http.headers.copy()
+        if extra:
+            headers.update(extra)
+        return headers
 
     @contextmanager
     def operation(self, name: str, *, idempotent: bool | None = None) -> Iterator[None]:
