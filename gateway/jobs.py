@@ -19,6 +19,7 @@ its handler returned, and a worker that dies leaves a lease that expires.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import os
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DEFER_SECONDS",
     "OVERLOADED_RETRY_AFTER",
+    "Doorbell",
     "EventSink",
     "FailurePlan",
     "HandlerSpec",
@@ -220,6 +222,40 @@ def plan_failure(
 # ---------------------------------------------------------------- the queue
 
 
+class Doorbell:
+    """Wakes ONE idle worker per ring. An asyncio.Event would wake every idle worker for
+    each enqueued job, and all but one would make an empty lease call to the store."""
+
+    def __init__(self) -> None:
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def set(self) -> None:
+        """Ring: wake one waiting worker, if any (a busy one leases again by itself)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        """Until rung or ``seconds`` passed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, seconds)
+        except TimeoutError:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+
 class JobQueue:
     """Enqueue jobs and resolve handlers and policies by kind. One per runtime."""
 
@@ -236,8 +272,8 @@ class JobQueue:
         self._handlers: dict[str, HandlerSpec] = {}
         self._adapter_handlers: dict[str, HandlerSpec] = {}
         self._adapters_seen: frozenset[str] = frozenset()
-        #: set on every local enqueue so idle workers of this process wake at once
-        self.wakeup = asyncio.Event()
+        #: rung on every local enqueue so an idle worker of this process wakes at once
+        self.wakeup = Doorbell()
 
     # handlers -------------------------------------------------------------------------
     def register_handler(
@@ -392,7 +428,7 @@ class WorkerPool:
         """Stop leasing; let in-flight jobs finish within the grace period; defer the rest."""
         grace = self.settings.grace_period if grace_period is None else grace_period
         self._stopping.set()
-        self.queue.wakeup.set()
+        self.queue.wakeup.wake_all()
         if self._stats_task is not None:
             self._stats_task.cancel()
         tasks, self._tasks = self._tasks, []
@@ -441,15 +477,8 @@ class WorkerPool:
                 self.in_flight.pop(job.id, None)
 
     async def _idle(self, seconds: float) -> None:
-        wakeup = self.queue.wakeup
-        if wakeup.is_set():
-            wakeup.clear()
-            return
-        try:
-            await asyncio.wait_for(wakeup.wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        wakeup.clear()
+        if not self._stopping.is_set():
+            await self.queue.wakeup.wait(seconds)
 
     async def _run(self, job: Job, owner: str) -> None:
         request_id = job.request_id or f"job-{job.id}"
