@@ -24,7 +24,13 @@ from typing import Any, ClassVar
 import structlog
 from cryptography import x509
 
-from gateway.adapters import Adapter, AdapterConfig, ProbeResult, SimulatorContext
+from gateway.adapters import (
+    Adapter,
+    AdapterConfig,
+    AdapterContext,
+    ProbeResult,
+    SimulatorContext,
+)
 from gateway.capabilities.identity import (
     Address,
     BirthDate,
@@ -134,7 +140,7 @@ class PopulationDbAdapter(Adapter):
 
     config: PopulationDbConfig
 
-    def __init__(self, config: AdapterConfig, context: Any) -> None:
+    def __init__(self, config: AdapterConfig, context: AdapterContext) -> None:
         super().__init__(config, context)
         assert isinstance(config, PopulationDbConfig)
         self._client: PopulationDbClient | None = None

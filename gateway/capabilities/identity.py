@@ -513,11 +513,12 @@ def compare(
         checked.append("legacy_id_number")
         if record is not None and record.legacy_id_number != request.legacy_id_number:
             mismatches.append("legacy_id_number")
-    checked += ["full_name", "birth_date"]
     if record is None:
+        # only the identifiers were looked at: there was nothing to compare the rest with
         return Verification(
             match=False, checked=checked, mismatches=[], reason=VerifyReason.NOT_FOUND
         )
+    checked += ["full_name", "birth_date"]
     ignore = options.ignore_diacritics
     if name_key(request.full_name, ignore_diacritics=ignore) != name_key(
         record.full_name, ignore_diacritics=ignore

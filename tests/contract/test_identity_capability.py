@@ -193,8 +193,9 @@ async def test_the_legacy_number_alone(subject: Subject) -> None:
 async def test_nobody_is_not_found(subject: Subject) -> None:
     request = subject.verify(subject.citizens[0], id_number=subject.unknown_id, birth_date="1985")
     result = await subject.capability.verify(request, caller="contract")
-    assert (result.match, result.mismatches, result.reason) == (
+    assert (result.match, result.checked, result.mismatches, result.reason) == (
         False,
+        ["id_number"],
         [],
         VerifyReason.NOT_FOUND,
     )

@@ -139,7 +139,7 @@ async def test_not_found(rig: Rig) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "match": False,
-        "checked": ["id_number", "full_name", "birth_date"],
+        "checked": ["id_number"],
         "mismatches": [],
         "reason": "not_found",
     }

@@ -330,6 +330,7 @@ def test_compare_not_found() -> None:
         VerifyReason.NOT_FOUND,
         [],
     )
+    assert result.checked == ["id_number"]  # nothing else could be compared
 
 
 def test_record_projection_returns_only_what_was_asked() -> None:
