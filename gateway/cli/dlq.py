@@ -21,6 +21,7 @@ from gateway.cli.common import config_option, fail, settings_from_context
 from gateway.dead_letters import DeadLetter, DeadLetters
 from gateway.errors import GatewayError
 from gateway.settings import Settings
+from gateway.store import create_store
 
 __all__ = ["dlq"]
 
@@ -37,15 +38,12 @@ def _actor() -> str:
 async def _with_dead_letters(
     settings: Settings, action: Callable[[DeadLetters], Awaitable[T]]
 ) -> T:
-    from gateway.runtime import Runtime
-
-    runtime = Runtime.build(settings)
-    await runtime.store.open()
+    store = create_store(settings)
+    await store.open()
     try:
-        auditor = Auditor(runtime.store, settings.digest_key())
-        return await action(DeadLetters(runtime.store, auditor))
+        return await action(DeadLetters(store, Auditor(store, settings.digest_key())))
     finally:
-        await runtime.store.close()
+        await store.close()
 
 
 def _run(

@@ -296,3 +296,47 @@ async def test_jobs_of_one_ordering_key_run_one_at_a_time_in_order(store: Store)
     await run_pool(queue, body, concurrency=6)
     assert order == list(range(20))
     assert not overlap
+
+
+async def test_client_commands_publish_job_events_internal_jobs_do_not(store: Store) -> None:
+    from gateway.settings import WebhookSettings
+    from gateway.webhooks import EventPublisher
+
+    queue = JobQueue(job_settings(), store)
+    publisher = EventPublisher(store, WebhookSettings(), queue)
+
+    async def push(job: Job) -> dict[str, object]:
+        if job.payload["ok"]:
+            return {"receipt": "R-9"}
+        raise UpstreamRejected("status transition refused")
+
+    queue.register_handler("portal.push", push)
+    token = request_id_var.set("req-events")
+    try:
+        good = await queue.enqueue(
+            "portal.push", {"ok": True}, client_id="dossier-system", ordering_key="D-7"
+        )
+        bad = await queue.enqueue("portal.push", {"ok": False}, client_id="dossier-system")
+        internal = await queue.enqueue("portal.push", {"ok": True})  # no client: no event
+    finally:
+        request_id_var.reset(token)
+    pool = WorkerPool(queue, concurrency=2, events=lambda: publisher)
+    pool.start()
+    try:
+        await wait_for_state(store, good.id, {JobState.SUCCEEDED})
+        await wait_for_state(store, bad.id, {JobState.DEAD})
+        await wait_for_state(store, internal.id, {JobState.SUCCEEDED})
+    finally:
+        await pool.stop()
+    events = {e.data["job_id"]: e for e in await store.events.list_after(None, limit=100)}
+    assert set(events) == {good.id, bad.id}
+    succeeded, failed = events[good.id], events[bad.id]
+    assert succeeded.type == "job.succeeded"
+    assert succeeded.subject == "D-7"
+    assert succeeded.request_id == "req-events"  # the job's request id, not a new one
+    assert succeeded.data["result"] == {"receipt": "R-9"}
+    assert succeeded.data["kind"] == "portal.push"
+    assert failed.type == "job.failed"
+    assert failed.data["error"] == "status transition refused"
+    assert failed.data["error_type"] == "upstream-rejected"
+    assert failed.data["attempts"] == 1
