@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -23,7 +23,16 @@ if TYPE_CHECKING:
     from gateway.outbound import OperationStats
     from gateway.runtime import Runtime
 
-__all__ = ["HealthMonitor", "PassiveFigures", "ProbeRecord", "SystemHealth", "assess"]
+__all__ = [
+    "REASON_TEXTS",
+    "Diagnosis",
+    "HealthMonitor",
+    "PassiveFigures",
+    "ProbeRecord",
+    "SystemHealth",
+    "assess",
+    "diagnose",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +42,7 @@ PROBE_KEY = "health:probe:"
 PASSIVE_KEY = "health:passive:"
 PROBER_LOCK = "health-prober"
 
-#: thresholds for "degraded"; deliberately simple and documented in docs/operations.md
+#: thresholds for "degraded"; deliberately simple and documented in docs/dashboard.md
 ERROR_RATE_DEGRADED = 0.05
 ERROR_RATE_DOWN = 0.5
 P95_DEGRADED_MS = 3000.0
@@ -109,6 +118,11 @@ class SystemHealth:
     last_failure: float | None
     last_failure_reason: str | None
     cert_days_left: float | None
+    #: the adapter's English title (``title`` is the Vietnamese one when it has one)
+    title_en: str | None = None
+    #: the reason as a key of REASON_TEXTS and its arguments (for translations)
+    reason_code: str | None = None
+    reason_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def error_rate_5m_pct(self) -> float | None:
@@ -116,6 +130,71 @@ class SystemHealth:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: the English text of each reason (the JSON view and the logs); the dashboard translates the
+#: code with the same arguments (gateway/ops/i18n.py, keys ``reason_<code>``)
+REASON_TEXTS: dict[str, str] = {
+    "circuit_open": "circuit open: calls are paused after repeated failures",
+    "probe_failed": "probe failed: {detail}",
+    "errors_down": "{rate:.0%} of calls failed in the last 5 minutes",
+    "certificate_expired": "certificate expired",
+    "no_probe": "no probe result yet",
+    "circuit_half_open": "circuit half-open: probing recovery",
+    "errors_degraded": "{rate:.0%} of calls failed in the last 5 minutes",
+    "slow": "slow: p95 {ms:.0f} ms",
+    "slow_probe": "slow probe: {ms:.0f} ms",
+    "certificate_expiring": "certificate expires in {days:.0f} days",
+    "probe_stale": "probe result is stale",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    state: State
+    #: a key of REASON_TEXTS, None when up
+    code: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        return REASON_TEXTS[self.code].format(**self.args) if self.code else None
+
+
+def diagnose(
+    probe: ProbeRecord | None,
+    passive: PassiveFigures,
+    circuit: str,
+    cert_days_left: float | None,
+    *,
+    now: float,
+    probe_interval: float,
+) -> Diagnosis:
+    """up / degraded / down with the first reason that applies, worst first."""
+    if circuit == "open":
+        return Diagnosis("down", "circuit_open")
+    if probe is not None and not probe.ok:
+        return Diagnosis("down", "probe_failed", {"detail": probe.detail or "no answer"})
+    rate = passive.error_rate_5m
+    if rate is not None and passive.calls_5m >= 5 and rate >= ERROR_RATE_DOWN:
+        return Diagnosis("down", "errors_down", {"rate": rate})
+    if cert_days_left is not None and cert_days_left < 0:
+        return Diagnosis("down", "certificate_expired")
+    if probe is None and passive.calls_5m == 0:
+        return Diagnosis("unknown", "no_probe")
+    if circuit == "half_open":
+        return Diagnosis("degraded", "circuit_half_open")
+    if rate is not None and rate >= ERROR_RATE_DEGRADED:
+        return Diagnosis("degraded", "errors_degraded", {"rate": rate})
+    if passive.p95_ms is not None and passive.p95_ms >= P95_DEGRADED_MS:
+        return Diagnosis("degraded", "slow", {"ms": passive.p95_ms})
+    if probe is not None and probe.latency_ms is not None and probe.latency_ms >= P95_DEGRADED_MS:
+        return Diagnosis("degraded", "slow_probe", {"ms": probe.latency_ms})
+    if cert_days_left is not None and cert_days_left < CERT_WARNING_DAYS:
+        return Diagnosis("degraded", "certificate_expiring", {"days": cert_days_left})
+    if probe is not None and now - probe.at > probe_interval * 4:
+        return Diagnosis("degraded", "probe_stale")
+    return Diagnosis("up")
 
 
 def assess(
@@ -127,31 +206,11 @@ def assess(
     now: float,
     probe_interval: float,
 ) -> tuple[State, str | None]:
-    """up / degraded / down with the first reason that applies, worst first."""
-    if circuit == "open":
-        return "down", "circuit open: calls are paused after repeated failures"
-    if probe is not None and not probe.ok:
-        return "down", f"probe failed: {probe.detail or 'no answer'}"
-    rate = passive.error_rate_5m
-    if rate is not None and passive.calls_5m >= 5 and rate >= ERROR_RATE_DOWN:
-        return "down", f"{rate:.0%} of calls failed in the last 5 minutes"
-    if cert_days_left is not None and cert_days_left < 0:
-        return "down", "certificate expired"
-    if probe is None and passive.calls_5m == 0:
-        return "unknown", "no probe result yet"
-    if circuit == "half_open":
-        return "degraded", "circuit half-open: probing recovery"
-    if rate is not None and rate >= ERROR_RATE_DEGRADED:
-        return "degraded", f"{rate:.0%} of calls failed in the last 5 minutes"
-    if passive.p95_ms is not None and passive.p95_ms >= P95_DEGRADED_MS:
-        return "degraded", f"slow: p95 {passive.p95_ms:.0f} ms"
-    if probe is not None and probe.latency_ms is not None and probe.latency_ms >= P95_DEGRADED_MS:
-        return "degraded", f"slow probe: {probe.latency_ms:.0f} ms"
-    if cert_days_left is not None and cert_days_left < CERT_WARNING_DAYS:
-        return "degraded", f"certificate expires in {cert_days_left:.0f} days"
-    if probe is not None and now - probe.at > probe_interval * 4:
-        return "degraded", "probe result is stale"
-    return "up", None
+    """:func:`diagnose` as (state, English reason)."""
+    found = diagnose(
+        probe, passive, circuit, cert_days_left, now=now, probe_interval=probe_interval
+    )
+    return found.state, found.reason
 
 
 def _passive_from(stats: OperationStats) -> PassiveFigures:
@@ -259,7 +318,7 @@ class HealthMonitor:
             client = self.runtime.outbound_clients.get(name)
             circuit = str(await client.circuit_state()) if client is not None else "closed"
             cert_days = adapter.certificate_days_left()
-            state, reason = assess(
+            found = diagnose(
                 probe, passive, circuit, cert_days, now=now, probe_interval=self.interval
             )
             lang_title = getattr(adapter, "title_vi", None) or getattr(adapter, "title", name)
@@ -267,8 +326,8 @@ class HealthMonitor:
                 SystemHealth(
                     name=name,
                     title=str(lang_title),
-                    state=state,
-                    reason=reason,
+                    state=found.state,
+                    reason=found.reason,
                     circuit=circuit,
                     probe_ok=probe.ok if probe else None,
                     probe_at=probe.at if probe else None,
@@ -283,6 +342,9 @@ class HealthMonitor:
                     last_failure_reason=passive.last_failure_reason
                     or (probe.detail if probe and not probe.ok else None),
                     cert_days_left=cert_days,
+                    title_en=str(getattr(adapter, "title", None) or name),
+                    reason_code=found.code,
+                    reason_args=found.args,
                 )
             )
         return out

@@ -38,6 +38,36 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "state_down": {"vi": "Ngừng", "en": "Down"},
     "state_unknown": {"vi": "Chưa rõ", "en": "Unknown"},
     "reason": {"vi": "Lý do", "en": "Reason"},
+    # reasons of gateway.health.diagnose, formatted with its arguments
+    "reason_circuit_open": {
+        "vi": "Cầu dao mở: tạm ngừng gọi sau nhiều lỗi liên tiếp",
+        "en": "Circuit open: calls are paused after repeated failures",
+    },
+    "reason_probe_failed": {"vi": "Kiểm tra thất bại: {detail}", "en": "Probe failed: {detail}"},
+    "reason_errors_down": {
+        "vi": "{rate:.0%} lượt gọi bị lỗi trong 5 phút qua",
+        "en": "{rate:.0%} of calls failed in the last 5 minutes",
+    },
+    "reason_errors_degraded": {
+        "vi": "{rate:.0%} lượt gọi bị lỗi trong 5 phút qua",
+        "en": "{rate:.0%} of calls failed in the last 5 minutes",
+    },
+    "reason_certificate_expired": {
+        "vi": "Chứng thư số đã hết hạn",
+        "en": "Certificate expired",
+    },
+    "reason_no_probe": {"vi": "Chưa có kết quả kiểm tra", "en": "No probe result yet"},
+    "reason_circuit_half_open": {
+        "vi": "Cầu dao nửa mở: đang thử kết nối lại",
+        "en": "Circuit half-open: probing recovery",
+    },
+    "reason_slow": {"vi": "Chậm: p95 {ms:.0f} ms", "en": "Slow: p95 {ms:.0f} ms"},
+    "reason_slow_probe": {"vi": "Kiểm tra chậm: {ms:.0f} ms", "en": "Slow probe: {ms:.0f} ms"},
+    "reason_certificate_expiring": {
+        "vi": "Chứng thư số hết hạn sau {days:.0f} ngày",
+        "en": "Certificate expires in {days:.0f} days",
+    },
+    "reason_probe_stale": {"vi": "Kết quả kiểm tra đã cũ", "en": "Probe result is stale"},
     "latency": {"vi": "Độ trễ p50 / p95", "en": "Latency p50 / p95"},
     "error_rate": {"vi": "Tỉ lệ lỗi (5 phút)", "en": "Error rate (5 min)"},
     "circuit": {"vi": "Cầu dao", "en": "Circuit"},
@@ -95,6 +125,16 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "citizen_id_hint": {
         "vi": "Số định danh được chuyển thành mã băm có khóa; không lưu, không hiển thị.",
         "en": "The number is turned into a keyed digest; it is never stored or shown.",
+    },
+    "citizen_filter_active": {
+        "vi": "Đang lọc theo một số định danh, qua mã băm",
+        "en": "Filtered by a citizen ID, through its digest",
+    },
+    "clear_filter": {"vi": "Bỏ lọc", "en": "Clear"},
+    "bad_time": {
+        "vi": "Thời điểm phải có dạng dd/mm/yyyy hh:mm (giờ Việt Nam); "
+        "bộ lọc thời gian sai bị bỏ qua.",
+        "en": "Times are dd/mm/yyyy hh:mm (Vietnam time); the malformed time filter was ignored.",
     },
     "from": {"vi": "Từ", "en": "From"},
     "to": {"vi": "Đến", "en": "To"},

@@ -7,6 +7,7 @@ they are audited the same way, with the operator's client id.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,20 +24,23 @@ from litestar.types import ControllerRouterHandler
 
 from gateway.audit import chain_status
 from gateway.dead_letters import DeadLetters
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, NotFound, Unauthenticated
+from gateway.health import SystemHealth
 from gateway.ops.formatting import VN_TZ, format_duration, format_number, format_time
-from gateway.ops.i18n import LANGUAGES, Language, translate
+from gateway.ops.i18n import LANGUAGES, MESSAGES, Language, translate
 from gateway.ops.sessions import SESSION_COOKIE, OpsSession
 from gateway.runtime import Runtime
 from gateway.security import Client
-from gateway.store.base import AuditQuery
-from gateway.timeline import dossier_timeline
+from gateway.store.base import AuditQuery, Job
+from gateway.timeline import TimelineEntry, dossier_timeline
 
-__all__ = ["TEMPLATE_DIR", "routes", "session_credentials"]
+__all__ = ["CSRF_HEADER", "TEMPLATE_DIR", "routes", "session_credentials"]
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 LANG_COOKIE = "dvcgw_lang"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PAGE = {"login_redirect": "/ops/login", "scopes": ["ops:read"]}
 WRITE = {"login_redirect": "/ops/login", "scopes": ["ops:read"], "csrf_form": True}
 
@@ -75,10 +79,21 @@ async def _render(
     def t(key: str) -> str:
         return translate(key, lang)
 
+    def reason(system: SystemHealth) -> str | None:
+        """A system's reason in the page's language (the English text if a code is unknown)."""
+        key = f"reason_{system.reason_code}"
+        if system.reason_code is None or key not in MESSAGES:
+            return system.reason
+        try:
+            return t(key).format(**system.reason_args)
+        except (KeyError, IndexError, ValueError):
+            return system.reason
+
     ctx: dict[str, Any] = {
         "lang": lang,
         "page": page,
         "t": t,
+        "reason": reason,
         "fmt_time": format_time,
         "fmt_num": format_number,
         "fmt_age": format_duration,
@@ -87,9 +102,10 @@ async def _render(
         "can_write": _can_write(request),
         "flash": None,
         "flash_kind": "ok",
+        "lang_switch_url": _lang_switch_url(request, "en" if lang == "vi" else "vi"),
     }
     flash = request.query_params.get("flash")
-    if flash:
+    if flash in MESSAGES:
         ctx["flash"] = t(flash)
         ctx["flash_kind"] = "error" if flash in ("not_dead", "csrf_failed", "bad_key") else "ok"
     ctx.update(context)
@@ -103,6 +119,14 @@ async def _render(
     return Template(template_name=name, context=ctx, cookies=cookies)
 
 
+def _lang_switch_url(request: Request[Any, Any, Any], other: Language) -> str:
+    """This page in the other language, its filters kept (the flash message dropped, and a
+    citizen ID never copied into a link)."""
+    dropped = ("lang", "flash", "citizen_id")
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in dropped]
+    return "?" + urlencode([*params, ("lang", other)])
+
+
 async def session_credentials(connection: ASGIConnection[Any, Any, Any, Any]) -> Client | None:
     """The ops session cookie as a credential (registered with gateway.security)."""
     sid = connection.cookies.get(SESSION_COOKIE)
@@ -112,6 +136,17 @@ async def session_credentials(connection: ASGIConnection[Any, Any, Any, Any]) ->
     session = await runtime.ops_sessions.get(sid)
     if session is None:
         return None
+    if connection.scope.get("method", "GET") not in _SAFE_METHODS:
+        # dashboard forms check their hidden token themselves; any other state change made
+        # with the cookie (the ops API) must carry the token in a header, or a cookie alone
+        # would be enough to replay or discard work
+        handler = connection.scope.get("route_handler")
+        form = bool(getattr(handler, "opt", {}).get("csrf_form"))
+        if not form and not session.csrf_ok(connection.headers.get(CSRF_HEADER)):
+            raise Unauthenticated(
+                "a state-changing call made with the dashboard session needs its CSRF token "
+                f"in the {CSRF_HEADER} header (or use an API key)"
+            )
     # scopes come from the directory now: removing a client ends its sessions
     return runtime.clients.get(session.client_id)
 
@@ -161,8 +196,16 @@ async def login_submit(
 
 
 @post("/ops/logout", opt=WRITE, include_in_schema=False, status_code=303)
-async def logout(request: Request[Any, Any, Any], runtime: Runtime) -> Response[Any]:
-    await runtime.ops_sessions.destroy(request.cookies.get(SESSION_COOKIE))
+async def logout(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+) -> Response[Any]:
+    session = await _session(request, runtime)
+    if session is None or not session.csrf_ok(data.get("csrf_token")):
+        lang = _lang(request, runtime)
+        return Redirect(f"/ops?flash=csrf_failed&lang={lang}", status_code=303)
+    await runtime.ops_sessions.destroy(session.sid)
     response: Response[Any] = Redirect("/ops/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/ops")
     return response
@@ -267,45 +310,77 @@ async def discard(
 # ---------------------------------------------------------------- exchange log
 
 
+_LOCAL_FORMATS = ("%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y")
+
+
+class _BadTime(ValueError):
+    pass
+
+
 def _parse_local(value: str | None) -> float | None:
-    """A ``datetime-local`` input (Vietnam time) to epoch seconds."""
-    if not value:
+    """A time typed as ``dd/mm/yyyy [hh:mm[:ss]]`` (or ISO 8601), Vietnam time, to epoch
+    seconds. A plain text field, not ``datetime-local``: browsers show that one in the
+    office computer's own locale (often mm/dd/yyyy), not in the dashboard's."""
+    text = (value or "").strip()
+    if not text:
         return None
+    for fmt in _LOCAL_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=VN_TZ).timestamp()
+        except ValueError:
+            continue
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=VN_TZ).timestamp()
+        parsed = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        raise _BadTime(text) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=VN_TZ)).timestamp()
+
+
+_AUDIT_FILTERS = ("since", "until", "system", "outcome", "request_id", "dossier_code")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @get("/ops/audit", opt=PAGE, include_in_schema=False)
 async def audit_log(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
     q = request.query_params
+    # the form posts a citizen ID (below) and comes back with its keyed digest as ``subject``;
+    # ``citizen_id`` in the query is still understood for links built by other tools
     citizen_id = (q.get("citizen_id") or "").strip()
+    subject = (q.get("subject") or "").strip().lower()
+    if citizen_id:
+        subject = runtime.audit.digest(citizen_id)
+    elif not _DIGEST.match(subject):
+        subject = ""
     before = q.get("before")
+    bad_times: list[str] = []
+    times: dict[str, float | None] = {}
+    for name in ("since", "until"):
+        try:
+            times[name] = _parse_local(q.get(name))
+        except _BadTime:
+            times[name] = None
+            bad_times.append(name)
     query = AuditQuery(
-        since=_parse_local(q.get("since")),
-        until=_parse_local(q.get("until")),
+        since=times["since"],
+        until=times["until"],
         adapter=q.get("system") or None,
         outcome=q.get("outcome") or None,
         request_id=q.get("request_id") or None,
         dossier_code=q.get("dossier_code") or None,
-        # the typed ID becomes the keyed digest here and is never stored, logged or echoed
-        subject_digest=runtime.audit.digest(citizen_id) if citizen_id else None,
+        subject_digest=subject or None,
         before_seq=int(before) if before and before.isdigit() else None,
         limit=100,
     )
     records = await runtime.store.audit.query(query)
     chain = await chain_status(runtime.store)
-    filters = {
-        "since": q.get("since"),
-        "until": q.get("until"),
-        "system": q.get("system"),
-        "outcome": q.get("outcome"),
-        "request_id": q.get("request_id"),
-        "dossier_code": q.get("dossier_code"),
-    }
+    filters = {name: q.get(name) for name in _AUDIT_FILTERS}
     next_before = records[-1].seq if len(records) == query.limit else None
     link_params = {k: v for k, v in filters.items() if v}
+    if subject:
+        link_params["subject"] = subject
+    without_subject = "/ops/audit?" + urlencode(
+        {k: v for k, v in link_params.items() if k != "subject"}
+    )
     if next_before:
         link_params["before"] = str(next_before)
     return await _render(
@@ -316,13 +391,67 @@ async def audit_log(request: Request[Any, Any, Any], runtime: Runtime) -> Templa
         records=records,
         chain=chain,
         f=filters,
+        subject=subject,
+        without_subject=without_subject,
+        bad_times=bad_times,
         system_names=sorted(runtime.registry.instances),
         next_before=next_before,
         next_link="/ops/audit?" + urlencode(link_params),
     )
 
 
+@post("/ops/audit", opt=WRITE, include_in_schema=False, status_code=303)
+async def audit_search(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
+) -> Response[Any]:
+    """The filter form. It is posted so a typed citizen ID never lands in a URL (address bar,
+    browser history, proxy logs): it comes back as its keyed digest."""
+    lang = _lang(request, runtime)
+    session = await _session(request, runtime)
+    if session is None or not session.csrf_ok(data.get("csrf_token")):
+        return Redirect(f"/ops/audit?flash=csrf_failed&lang={lang}", status_code=303)
+    params = {k: data[k].strip() for k in _AUDIT_FILTERS if (data.get(k) or "").strip()}
+    citizen_id = (data.get("citizen_id") or "").strip()
+    if citizen_id:
+        params["subject"] = runtime.audit.digest(citizen_id)
+    elif _DIGEST.match(data.get("subject") or ""):
+        params["subject"] = data["subject"]
+    return Redirect("/ops/audit?" + urlencode(params), status_code=303)
+
+
 # ---------------------------------------------------------------- dossier
+
+
+_MOVES = {"dlq.replay": "replayed by an operator", "dlq.discard": "discarded by an operator"}
+
+
+async def _dead_letter_moves(runtime: Runtime, jobs: list[Job]) -> list[TimelineEntry]:
+    """Replays and discards of the dossier's jobs. Their audit records name the job, not the
+    dossier (gateway/dead_letters.py), so they are found by job id among the moves made since
+    the dossier's first job; only jobs that ever failed can have been moved."""
+    failed = {j.id for j in jobs if any(a.error for a in j.attempts)}
+    if not failed:
+        return []
+    since = min(j.created_at for j in jobs)
+    moves: list[TimelineEntry] = []
+    for operation, label in _MOVES.items():
+        query = AuditQuery(operation=operation, since=since, limit=1000)
+        for r in await runtime.store.audit.query(query):
+            if r.dossier_code is None and r.extra.get("job_id") in failed:
+                moves.append(
+                    TimelineEntry(
+                        at=r.at,
+                        label=label,
+                        outcome=r.outcome,
+                        system=r.adapter,
+                        detail=f"{r.detail} — {r.actor}" if r.detail else r.actor,
+                        request_id=r.request_id,
+                        ref=str(r.seq),
+                    )
+                )
+    return moves
 
 
 @get("/ops/dossier", opt=PAGE, include_in_schema=False)
@@ -330,6 +459,7 @@ async def dossier(request: Request[Any, Any, Any], runtime: Runtime) -> Template
     code = (request.query_params.get("code") or "").strip()
     timeline = await dossier_timeline(runtime.store, code) if code else []
     jobs = await runtime.store.jobs.by_ordering_key(code) if code else []
+    timeline = sorted([*timeline, *await _dead_letter_moves(runtime, jobs)], key=lambda e: e.at)
     return await _render(
         request, runtime, "dossier.html", "dossier", code=code, timeline=timeline, jobs=jobs
     )
@@ -349,6 +479,7 @@ routes: list[ControllerRouterHandler] = [
     replay,
     discard,
     audit_log,
+    audit_search,
     dossier,
     static_files,
 ]
