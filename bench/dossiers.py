@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (sys.path is fixed before the imports; see below)
 """Dossier status updates end to end: 202 accepted by the gateway -> confirmed by the portal.
 
 For each store backend, ``gateway serve --sandbox`` runs as a subprocess (the gateway with its
@@ -18,6 +19,15 @@ Reference, in the same run: the same update sent straight to the simulator (``Tr
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# run as a script, this folder would come first on sys.path, and bench/queue.py would then
+# shadow the standard library's queue module: put the repository root there instead
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
 import argparse
 import asyncio
 import contextlib
@@ -25,24 +35,19 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from adapters.national_portal.adapter import SANDBOX_PASSWORD  # noqa: E402
-from adapters.national_portal.models import WireMapping  # noqa: E402
-from gateway.capabilities.dossiers import VN_TZ, Dossier  # noqa: E402
-from gateway.security import hash_api_key  # noqa: E402
+from adapters.national_portal.adapter import SANDBOX_PASSWORD
+from adapters.national_portal.models import WireMapping
+from gateway.capabilities.dossiers import VN_TZ, Dossier
+from gateway.security import hash_api_key
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MADONVI = "000.00.00.H47"

@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,7 @@ from gateway.errors import (
     UpstreamRejected,
     ValidationFailed,
 )
+from gateway.store.base import JobState
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, ControllerRouterHandler
@@ -190,6 +191,23 @@ class NationalPortalConfig(AdapterConfig):
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+#: accepted commands remembered one by one (older ones are folded into a base history)
+_MAX_ENTRIES = 200
+
+
+def _history(
+    base: Sequence[DossierStatus], entries: Sequence[Sequence[Any]]
+) -> list[DossierStatus]:
+    """The statuses a dossier went through: the base, then each command's, without repeats."""
+    out = list(base)
+    for _job_id, statuses in entries:
+        for value in statuses:
+            status = DossierStatus(value)
+            if not out or out[-1] is not status:
+                out.append(status)
+    return out
 
 
 class NationalPortalAdapter(Adapter):
@@ -328,11 +346,57 @@ class NationalPortalAdapter(Adapter):
 
     async def _accepted(self, code: str) -> dict[str, Any]:
         raw = await self.context.store.get(_key("accepted", code))
-        return json.loads(raw) if raw else {"history": []}
+        return json.loads(raw) if raw else {"base": [], "entries": []}
 
-    async def _save_accepted(self, code: str, state: dict[str, Any]) -> None:
+    async def _accept(
+        self,
+        code: str,
+        state: dict[str, Any],
+        check: Callable[[list[DossierStatus]], None],
+    ) -> list[list[Any]]:
+        """Check the command against the statuses accepted so far; returns the entries (one
+        per accepted command: job id, its statuses) the new command is appended to.
+
+        A command whose job an operator discarded never reached the portal: when a check
+        fails, the dossier's jobs are looked at and discarded commands are forgotten."""
+        base = [DossierStatus(x) for x in state.get("base", state.get("history", []))]
+        entries: list[list[Any]] = list(state.get("entries", []))
+        try:
+            check(_history(base, entries))
+        except ValidationFailed:
+            jobs = await self.context.store.jobs.by_ordering_key(code, limit=1000)
+            discarded = {j.id for j in jobs if j.state is JobState.DISCARDED}
+            kept = [e for e in entries if e[0] not in discarded]
+            if len(kept) == len(entries):
+                raise
+            entries = kept
+            check(_history(base, entries))
+        return entries
+
+    async def _save_accepted(
+        self,
+        code: str,
+        state: dict[str, Any],
+        entries: list[list[Any]],
+        job: Job,
+        statuses: Sequence[DossierStatus],
+        **extra: Any,
+    ) -> None:
+        base = [DossierStatus(x) for x in state.get("base", state.get("history", []))]
+        entries = [*entries, [job.id, [x.value for x in statuses]]]
+        if len(entries) > _MAX_ENTRIES:  # old commands cannot be discarded any more: fold
+            fold = entries[: _MAX_ENTRIES // 2]
+            base = _history(base, fold)
+            entries = entries[_MAX_ENTRIES // 2 :]
+        doc = {
+            **{k: v for k, v in state.items() if k not in ("history", "base", "entries")},
+            **extra,
+            "base": [x.value for x in base],
+            "entries": entries,
+            "updated_at": _now_iso(),
+        }
         await self.context.store.set(
-            _key("accepted", code), json.dumps(state).encode("utf-8"), ttl=self._state_ttl
+            _key("accepted", code), json.dumps(doc).encode("utf-8"), ttl=self._state_ttl
         )
 
     async def sync_dossier(
@@ -344,13 +408,17 @@ class NationalPortalAdapter(Adapter):
     ) -> AcceptedCommand:
         validate_dossier(dossier, known_units=self.config.known_units)
         validate_progress(progress, pointer="/progress", received_at=dossier.received_at)
-        async with self._dossier_lock(dossier.code):
-            state = await self._accepted(dossier.code)
-            history = [DossierStatus(s) for s in state["history"]]
+        statuses = [dossier.status, *(p.status for p in progress)]
+
+        def check(history: list[DossierStatus]) -> None:
             check_transition(history, dossier.status)
             if not history or history[-1] is not dossier.status:
-                history.append(dossier.status)
-            history = check_progress_transitions(history, progress, pointer="/progress")
+                history = [*history, dossier.status]
+            check_progress_transitions(history, progress, pointer="/progress")
+
+        async with self._dossier_lock(dossier.code):
+            state = await self._accepted(dossier.code)
+            entries = await self._accept(dossier.code, state, check)
             job = await self.context.jobs.enqueue(
                 SYNC_KIND,
                 {
@@ -362,12 +430,12 @@ class NationalPortalAdapter(Adapter):
             )
             await self._save_accepted(
                 dossier.code,
-                {
-                    "history": [s.value for s in history],
-                    "received_at": dossier.received_at.isoformat(),
-                    "procedure_code": dossier.procedure_code,
-                    "updated_at": _now_iso(),
-                },
+                state,
+                entries,
+                job,
+                statuses,
+                received_at=dossier.received_at.isoformat(),
+                procedure_code=dossier.procedure_code,
             )
         await self._audit_accepted(dossier.code, dossier.procedure_code, job, client_id, dossier)
         return AcceptedCommand(job_id=job.id, kind=SYNC_KIND, dossier_code=dossier.code)
@@ -378,23 +446,25 @@ class NationalPortalAdapter(Adapter):
         errors = validate_dossier_code(code, known_units=self.config.known_units)
         if errors:
             raise ValidationFailed(errors[0].message, errors=errors)
+        statuses = [r.status for r in records]
+
+        def check(history: list[DossierStatus]) -> None:
+            check_progress_transitions(history, records)
+
         async with self._dossier_lock(code):
             state = await self._accepted(code)
             received = state.get("received_at")
             validate_progress(
                 records, received_at=datetime.fromisoformat(received) if received else None
             )
-            history = [DossierStatus(s) for s in state["history"]]
-            history = check_progress_transitions(history, records)
+            entries = await self._accept(code, state, check)
             job = await self.context.jobs.enqueue(
                 PROGRESS_KIND,
                 {"code": code, "records": [r.model_dump(mode="json") for r in records]},
                 ordering_key=code,
                 client_id=client_id,
             )
-            await self._save_accepted(
-                code, {**state, "history": [s.value for s in history], "updated_at": _now_iso()}
-            )
+            await self._save_accepted(code, state, entries, job, statuses)
         await self._audit_accepted(code, state.get("procedure_code"), job, client_id, None)
         return AcceptedCommand(job_id=job.id, kind=PROGRESS_KIND, dossier_code=code)
 
@@ -532,7 +602,10 @@ class NationalPortalAdapter(Adapter):
         confirmed = json.loads(confirmed_raw) if confirmed_raw else {}
         accepted = json.loads(accepted_raw) if accepted_raw else {}
         inbound = json.loads(inbound_raw) if inbound_raw else {}
-        history = accepted.get("history") or []
+        history = _history(
+            [DossierStatus(x) for x in accepted.get("base", accepted.get("history", []))],
+            accepted.get("entries", []),
+        )
         return DossierState(
             code=code,
             confirmed=Dossier.model_validate(confirmed["dossier"])
@@ -540,7 +613,7 @@ class NationalPortalAdapter(Adapter):
             else None,
             confirmed_at=confirmed.get("confirmed_at"),
             progress_confirmed=int(confirmed.get("progress_confirmed", 0)),
-            accepted_status=DossierStatus(history[-1]) if history else None,
+            accepted_status=history[-1] if history else None,
             pending=pending,
             received_from_national=(
                 Dossier.model_validate(inbound["dossier"]) if inbound.get("dossier") else None

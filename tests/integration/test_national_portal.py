@@ -194,6 +194,27 @@ async def test_business_rejection_dead_letters_then_succeeds_after_replay(rig: R
     assert ("dossier.accepted", "ok") in outcomes
 
 
+async def test_a_discarded_command_is_forgotten_by_the_transition_checks(rig: Rig) -> None:
+    code = dossier_code(350)
+    r = await rig.put_dossier(code, dossier_body("received"))
+    await rig.wait_jobs([r.json()["job_id"]])
+    # "withdrawn" with a procedure the portal does not know: dead-lettered, never applied
+    r = await rig.put_dossier(code, dossier_body("withdrawn", procedure_code="2.999902"))
+    dead = r.json()["job_id"]
+    await rig.wait_jobs([dead], until=[JobState.DEAD])
+    refused = await rig.put_dossier(code, dossier_body("processing"))
+    assert refused.status_code == 422  # withdrawn is still pending: nothing may follow it
+    r = await rig.http.delete(
+        f"{rig.gateway}/ops/api/dead-letters/{dead}", headers=OPERATOR.headers
+    )
+    assert r.status_code in (200, 204), r.text
+    r = await rig.put_dossier(code, dossier_body("processing"))
+    assert r.status_code == 202, r.text  # the discarded withdrawal never happened
+    await rig.wait_jobs([r.json()["job_id"]])
+    stored = await rig.portal_dossier(code)
+    assert stored is not None and stored["history"] == ["received", "processing"]
+
+
 async def test_progress_records_go_in_chunks_of_at_most_ten(rig: Rig) -> None:
     code = dossier_code(400)
     records = [progress_record("processing", n) for n in range(25)]
