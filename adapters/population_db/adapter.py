@@ -22,7 +22,6 @@ import uuid
 from typing import Any, ClassVar
 
 import structlog
-from cryptography import x509
 
 from gateway.adapters import (
     Adapter,
@@ -56,6 +55,8 @@ from gateway.errors import (
     UpstreamProtocolError,
 )
 from gateway.observability import request_id_var
+from signing.keys import load_certificates
+from signing.service import SigningService
 
 from .client import PopulationDbClient, build_client
 from .config import PopulationDbConfig
@@ -144,17 +145,24 @@ class PopulationDbAdapter(Adapter):
         super().__init__(config, context)
         assert isinstance(config, PopulationDbConfig)
         self._client: PopulationDbClient | None = None
-        self._peer_certs: tuple[x509.Certificate, ...] = ()
+        self._signing: SigningService | None = None
         self._options = MatchOptions(ignore_diacritics=config.ignore_diacritics)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        self._client, self._peer_certs = build_client(self.name, self.config, self.context)
+        settings = self.context.settings
+        # the adapter's own signing service: the process's key, trust store and peer policies
+        # (the adapter context does not lend the runtime's), its work off the event loop
+        self._signing = SigningService(settings.signing, max_bytes=settings.server.max_body_bytes)
+        self._client = build_client(self.name, self.config, self.context, self._signing)
 
     async def stop(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._signing is not None:
+            self._signing.close()
+            self._signing = None
 
     @property
     def client(self) -> PopulationDbClient:
@@ -348,11 +356,13 @@ class PopulationDbAdapter(Adapter):
         )
 
     def certificate_days_left(self) -> float | None:
-        if not self._peer_certs:
+        """Days left on the registry's pinned certificates ([signing.peers.population_db])."""
+        peer = self.context.settings.signing.peers.get(self.name)
+        if peer is None or not peer.pinned_certificates:
             return None
-        now = dt.datetime.now(dt.UTC)
-        soonest = min(c.not_valid_after_utc for c in self._peer_certs)
-        return (soonest - now).total_seconds() / 86400
+        certs = [c for path in peer.pinned_certificates for c in load_certificates(path)]
+        soonest = min(c.not_valid_after_utc for c in certs)
+        return (soonest - dt.datetime.now(dt.UTC)).total_seconds() / 86400
 
     # -- the simulator ------------------------------------------------------------------
     @classmethod

@@ -24,7 +24,6 @@ import httpx
 import structlog
 import zeep
 import zeep.exceptions
-from cryptography import x509
 from lxml import etree
 from pydantic import ValidationError
 from zeep.helpers import serialize_object
@@ -41,16 +40,14 @@ from gateway.errors import (
     XmlRejected,
 )
 from gateway.outbound import OutboundClient
-from signing.keys import ensure_dev_pki, load_certificates, load_signing_material
-from signing.sign import XmlSigner
-from signing.trust import TrustStore
-from signing.verify import VerificationPolicy, XmlVerifier
+from signing.keys import ensure_dev_pki
+from signing.service import SigningService
 from signing.xml import parse_xml, zeep_settings
 
 from .auth import TokenSource
 from .config import SANDBOX_CONSUMER_SECRET, PopulationDbConfig
 from .models import NS, OPERATION, SOAP_ACTION, SOAP_ENV_NS, WSDL_PATH, KetQuaTraCuu, YeuCauTraCuu
-from .soapsig import EnvelopeSigning, EnvelopeVerification, envelope_around
+from .soapsig import ServiceSigning, envelope_around
 
 if TYPE_CHECKING:
     from gateway.adapters import AdapterContext
@@ -79,8 +76,9 @@ class SoapTransport(AsyncTransport):
         system: str,
         outbound: OutboundClient,
         tokens: TokenSource,
-        signing: EnvelopeSigning | None,
-        verification: EnvelopeVerification | None,
+        crypto: ServiceSigning,
+        sign_requests: bool,
+        verify_responses: bool,
     ) -> None:
         # AsyncTransport.__init__ overwrites the client's default headers; keep the shared
         # client's own, and give the WSDL loader a client that can reach nothing
@@ -93,16 +91,17 @@ class SoapTransport(AsyncTransport):
         self.system = system
         self.outbound = outbound
         self.tokens = tokens
-        self.signing = signing
-        self.verification = verification
+        self.crypto = crypto
+        self.sign_requests = sign_requests
+        self.verify_responses = verify_responses
 
     async def aclose(self) -> None:
         # the outbound client belongs to the runtime, which closes it
         self.wsdl_client.close()
 
     async def post_xml(self, address: str, envelope: etree._Element, headers: Any) -> Any:
-        if self.signing is not None:
-            message = self.signing.sign(envelope)
+        if self.sign_requests:
+            message = await self.crypto.sign(envelope)
         else:
             message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
         request_headers = dict(headers)
@@ -117,7 +116,8 @@ class SoapTransport(AsyncTransport):
                     f"{self.system}: the integration platform refused a fresh token",
                     system=self.system,
                 )
-        return self.new_response(self._checked(response))  # type: ignore[no-untyped-call]
+        checked = await self._checked(response)
+        return self.new_response(checked)  # type: ignore[no-untyped-call]
 
     async def _send(
         self, address: str, message: bytes, headers: dict[str, str]
@@ -128,7 +128,7 @@ class SoapTransport(AsyncTransport):
             response = await self.client.post(address, content=message, headers=headers)
         return response, token
 
-    def _checked(self, response: httpx.Response) -> httpx.Response:
+    async def _checked(self, response: httpx.Response) -> httpx.Response:
         """The answer as zeep may read it: parsed hardened, verified when required, and of
         the operation's response element (zeep alone would read any element by position)."""
         try:
@@ -140,9 +140,9 @@ class SoapTransport(AsyncTransport):
             ) from None
         if response.status_code != 200:
             return response  # faults are not signed; zeep turns them into Fault
-        if self.verification is not None:
+        if self.verify_responses:
             try:
-                body = self.verification.verify(response.content)
+                body = await self.crypto.verify(response.content)
             except SignatureInvalid as exc:
                 raise UpstreamProtocolError(
                     f"{self.system}: the answer's signature was refused ({exc.slug}: {exc.detail})",
@@ -232,10 +232,10 @@ def _to_model(result: Any, system: str) -> KetQuaTraCuu:
 
 
 def build_client(
-    name: str, config: PopulationDbConfig, context: AdapterContext
-) -> tuple[PopulationDbClient, tuple[x509.Certificate, ...]]:
-    """The adapter's client from its configuration and the ``[signing]`` settings; also the
-    registry certificates it pins (for the health view's expiry warning)."""
+    name: str, config: PopulationDbConfig, context: AdapterContext, signing: SigningService
+) -> PopulationDbClient:
+    """The adapter's client from its configuration; ``signing`` holds the gateway's key, the
+    trust store and the peers' policies (``[signing]``)."""
     settings = context.settings
     outbound = context.outbound(None)
     if config.consumer_secret is not None:
@@ -258,29 +258,22 @@ def build_client(
     if (config.sign_requests or config.verify_responses) and settings.environment == "sandbox":
         # the sandbox makes its development PKI on demand; production keys are the operator's
         ensure_dev_pki(settings.signing.dev_pki_dir, [name])
-    signing = None
+    # the registry's policy is [signing.peers.<name>] when configured (pinned certificates),
+    # else any certificate chaining to the trust store
+    peer = name if name in signing.peers() else None
     if config.sign_requests:
-        signing = EnvelopeSigning(XmlSigner(load_signing_material(settings.signing)))
-    verification = None
-    pinned: tuple[x509.Certificate, ...] = ()
+        signing.signer()  # load the key now: a missing key fails the start, not a query
     if config.verify_responses:
-        if config.peer_certificate is not None:
-            pinned = tuple(load_certificates(config.peer_certificate))
-        policy = VerificationPolicy(
-            trust=TrustStore.from_settings(settings.signing),
-            pinned=pinned,
-            allow_sha1=name in settings.signing.sha1_allowed_peers,
-            peer=name,
-        )
-        verification = EnvelopeVerification(XmlVerifier(policy))
+        signing.verifier(peer)
     transport = SoapTransport(
         system=name,
         outbound=outbound,
         tokens=tokens,
-        signing=signing,
-        verification=verification,
+        crypto=ServiceSigning(signing, peer=peer),
+        sign_requests=config.sign_requests,
+        verify_responses=config.verify_responses,
     )
     client = PopulationDbClient(
         system=name, service_url=outbound.base_url + config.soap_path, transport=transport
     )
-    return client, pinned
+    return client

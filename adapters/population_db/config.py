@@ -36,9 +36,8 @@ class PopulationDbConfig(AdapterConfig):
     sign_requests: bool = True
     #: require and verify the registry's signature on answers
     verify_responses: bool = True
-    #: the registry's signing certificate (PEM), pinned; unset: any certificate chaining to
-    #: the trust store ([signing] trust_paths)
-    peer_certificate: Path | None = None
+    # which signatures of the registry are accepted is [signing.peers.population_db]
+    # (pinned_certificates); without it, any certificate chaining to [signing] trust_paths
     #: the cached token is renewed this many seconds before it expires
     token_refresh_margin_seconds: float = Field(30.0, ge=0)
     #: compare names without diacritics (for peers that send unaccented capitals)

@@ -97,11 +97,25 @@ async def test_unsigned_answers_are_accepted_when_the_deployment_says_so(tmp_pat
 async def test_a_pinned_certificate_refuses_another_signer(tmp_path: Path) -> None:
     # pin the gateway's own certificate: the registry's (valid, same CA) must now be refused
     pki = ensure_dev_pki(tmp_path / "pki", ["population_db"])
-    async with make_rig(tmp_path, adapter={"peer_certificate": str(pki.gateway.cert_path)}) as rig:
+    peers = {"population_db": {"pinned_certificates": [str(pki.gateway.cert_path)]}}
+    async with make_rig(tmp_path, signing_peers=peers) as rig:
         r = await rig.verify(rig.verify_body(rig.population.pick(9)))
         assert r.status_code == 502
-        body = problem(r)
-        assert body["signature_problem"] == "signature-untrusted"
+        assert problem(r)["signature_problem"] == "signature-untrusted"
+        adapter = rig.runtime.registry.instances["population_db"]
+        days = adapter.certificate_days_left()
+        assert days is not None and days > 300  # the pinned certificate's expiry, for ops
+        _USED.update(rig.used)
+
+
+async def test_the_registrys_pinned_certificate_is_accepted(tmp_path: Path) -> None:
+    pki = ensure_dev_pki(tmp_path / "pki", ["population_db"])
+    pinned = str(pki.simulator("population_db").cert_path)
+    peers = {"population_db": {"pinned_certificates": [pinned]}}
+    async with make_rig(tmp_path, signing_peers=peers) as rig:
+        r = await rig.verify(rig.verify_body(rig.population.pick(9)))
+        assert r.status_code == 200, r.text
+        assert r.json()["match"] is True
         _USED.update(rig.used)
 
 

@@ -201,6 +201,7 @@ def rig_settings(
     *,
     adapter: dict[str, Any] | None = None,
     logging_level: str = "WARNING",
+    signing_peers: dict[str, Any] | None = None,
 ) -> Settings:
     config: dict[str, Any] = {
         "base_url": "http://127.0.0.1:9/population_db",  # replaced by the sandbox URL
@@ -218,6 +219,7 @@ def rig_settings(
             "cert_path": str(pki.gateway.cert_path),
             "trust_paths": [str(pki.ca.cert_path)],
             "dev_pki_dir": str(pki.directory),
+            "peers": signing_peers or {},
         },
         logging={"level": logging_level, "format": "json"},
     )
@@ -240,12 +242,20 @@ async def population_db_rig(
     adapter: dict[str, Any] | None = None,
     logging_level: str = "WARNING",
     log_handler: logging.Handler | None = None,
+    signing_peers: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     """``log_handler`` is attached to the root logger once the sandbox is built (building a
     Litestar simulator app reconfigures the standard library's logging, dropping handlers)."""
     pki = ensure_dev_pki(tmp_path / "pki", [SYSTEM])
     store, prefix = _store_settings(backend, tmp_path, redis_url)
-    settings = rig_settings(tmp_path, pki, store, adapter=adapter, logging_level=logging_level)
+    settings = rig_settings(
+        tmp_path,
+        pki,
+        store,
+        adapter=adapter,
+        logging_level=logging_level,
+        signing_peers=signing_peers,
+    )
     sandbox = build_sandbox(settings)
     if log_handler is not None and log_handler not in logging.getLogger().handlers:
         logging.getLogger().addHandler(log_handler)
