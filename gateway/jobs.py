@@ -499,10 +499,12 @@ class WorkerPool:
                 raise
             except Exception as exc:
                 heartbeat.cancel()
-                await self._failed(job, owner, exc, started, request_id)
+                await self._failed(job, owner, exc, started, request_id, heartbeat.lease_until)
             else:
                 heartbeat.cancel()
-                await self._succeeded(job, owner, result, started, request_id)
+                await self._succeeded(
+                    job, owner, result, started, request_id, heartbeat.lease_until
+                )
         finally:
             heartbeat.cancel()
             request_id_var.reset(token)
@@ -514,6 +516,7 @@ class WorkerPool:
         result: dict[str, Any] | None,
         started: float,
         request_id: str,
+        lease_until: float,
     ) -> None:
         attempt = Attempt(at=started, request_id=request_id)
         await self._publish(
@@ -525,14 +528,20 @@ class WorkerPool:
             lambda: self.store.jobs.ack(
                 job.id, owner, now=time.time(), attempt=attempt, result=result
             ),
-            started,
+            lease_until,
         )
         JOBS_FINISHED.labels(job.kind, "succeeded").inc()
         if not done:
             log.warning("ack refused: the lease was lost; the job may run again", job_id=job.id)
 
     async def _failed(
-        self, job: Job, owner: str, exc: Exception, started: float, request_id: str
+        self,
+        job: Job,
+        owner: str,
+        exc: Exception,
+        started: float,
+        request_id: str,
+        lease_until: float,
     ) -> None:
         now = time.time()
         plan = plan_failure(
@@ -559,7 +568,7 @@ class WorkerPool:
             run_at = plan.run_at
             await self._store_call(
                 lambda: self.store.jobs.retry(job.id, owner, run_at=run_at, attempt=attempt),
-                started,
+                lease_until,
             )
             JOBS_FINISHED.labels(job.kind, "retried").inc()
             log.info(
@@ -581,7 +590,7 @@ class WorkerPool:
         )
         await self._store_call(
             lambda: self.store.jobs.dead_letter(job.id, owner, now=time.time(), attempt=attempt),
-            started,
+            lease_until,
         )
         JOBS_FINISHED.labels(job.kind, "dead").inc()
         log.warning(
@@ -599,14 +608,14 @@ class WorkerPool:
             # the lease will expire and the job runs again; nothing is lost
             log.warning("deferring a job failed; its lease will expire", job_id=job.id)
 
-    async def _store_call(self, call: Callable[[], Awaitable[bool]], started: float) -> bool:
+    async def _store_call(self, call: Callable[[], Awaitable[bool]], lease_until: float) -> bool:
         """A settling write, retried while the store is down and the lease still ours."""
         wait = 0.05
         while True:
             try:
                 return await call()
             except StoreUnavailable:
-                if time.time() + wait > started + self.visibility:
+                if time.time() + wait > lease_until:
                     log.warning("store down past the lease; the job will run again")
                     return False
                 await asyncio.sleep(wait)
@@ -653,6 +662,8 @@ class _Heartbeat:
         self.owner = owner
         self.visibility = visibility
         self.interval = max(visibility / 3.0, 0.05)
+        #: until when the lease is ours (the lease was taken just before this object)
+        self.lease_until = time.time() + visibility
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             self.interval, self._begin
@@ -665,14 +676,16 @@ class _Heartbeat:
     async def _loop(self) -> None:
         while True:
             try:
+                now = time.time()
                 held = await self.store.jobs.heartbeat(
-                    self.job_id, self.owner, visibility=self.visibility, now=time.time()
+                    self.job_id, self.owner, visibility=self.visibility, now=now
                 )
                 if not held:
                     log.warning(
                         "lease lost while running; the job may run twice", job_id=self.job_id
                     )
                     return
+                self.lease_until = now + self.visibility
             except StoreUnavailable:
                 pass
             await asyncio.sleep(self.interval)
