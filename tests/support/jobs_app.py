@@ -18,7 +18,7 @@ from gateway.settings import CONFIG_ENV, Settings
 
 
 @dataclass(frozen=True)
-class TestClient:
+class ApiClient:
     id: str
     key: str
     scopes: tuple[str, ...]
@@ -28,8 +28,8 @@ class TestClient:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def make_client(client_id: str, *scopes: str) -> TestClient:
-    return TestClient(client_id, "dvcgw_" + secrets.token_urlsafe(32), scopes)
+def make_client(client_id: str, *scopes: str) -> ApiClient:
+    return ApiClient(client_id, "dvcgw_" + secrets.token_urlsafe(32), scopes)
 
 
 DOSSIER_SYSTEM = make_client("dossier-system", "dossiers:write")
@@ -53,7 +53,7 @@ def gateway_settings(
     store: dict[str, Any],
     tmp_path: Path,
     *,
-    clients: tuple[TestClient, ...] = (DOSSIER_SYSTEM, OTHER_SYSTEM, OPERATOR, VIEWER),
+    clients: tuple[ApiClient, ...] = (DOSSIER_SYSTEM, OTHER_SYSTEM, OPERATOR, VIEWER),
     jobs: dict[str, Any] | None = None,
     **extra: Any,
 ) -> Settings:
@@ -72,7 +72,7 @@ def gateway_settings(
 def _validate(
     store: dict[str, Any],
     tmp_path: Path,
-    clients: tuple[TestClient, ...],
+    clients: tuple[ApiClient, ...],
     jobs: dict[str, Any] | None,
     extra: dict[str, Any],
 ) -> Settings:
