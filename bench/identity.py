@@ -14,7 +14,8 @@ the last column is the gateway's added latency (p50 and p99 differences) or its 
 direct throughput. Every answer is checked (200 and ``match: true``), so a fast error never
 counts as a fast call.
 
-Run: ``make bench`` or ``.venv/bin/python bench/identity.py [--calls 600 --concurrency 16]``.
+Run: ``make bench`` or
+``.venv/bin/python bench/identity.py [--calls 600 --concurrency 16 --store sqlite|redis]``.
 """
 
 # ruff: noqa: E402 - the standard library's own modules must be found before bench/'s
@@ -115,7 +116,13 @@ async def measure(call: Call, *, calls: int, concurrency: int) -> Result:
 # ---------------------------------------------------------------- the gateway process
 
 
-def write_config(tmp: Path, *, gateway_port: int, sandbox_port: int, key: str) -> Path:
+def write_config(
+    tmp: Path, *, gateway_port: int, sandbox_port: int, key: str, redis_url: str | None
+) -> Path:
+    store = [f'sqlite_path = "{tmp / "gateway.db"}"']
+    if redis_url is not None:
+        prefix = redis_prefix()
+        store = ['backend = "redis"', f'redis_url = "{redis_url}"', f'key_prefix = "{prefix}"']
     config = tmp / "gateway.toml"
     config.write_text(
         "\n".join(
@@ -127,7 +134,7 @@ def write_config(tmp: Path, *, gateway_port: int, sandbox_port: int, key: str) -
                 f"port = {sandbox_port}",
                 f"seed = {SEED}",
                 "[store]",
-                f'sqlite_path = "{tmp / "gateway.db"}"',
+                *store,
                 "[security]",
                 f'clients_file = "{tmp / "clients.toml"}"',
                 "[signing]",
@@ -153,6 +160,23 @@ def write_config(tmp: Path, *, gateway_port: int, sandbox_port: int, key: str) -
         + "\n"
     )
     return config
+
+
+def redis_prefix() -> str:
+    return f"dvcgw-bench-identity-{os.getpid()}:"
+
+
+def drop_redis_keys(url: str) -> None:
+    """Delete what this run wrote (its own prefix only)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=redis_prefix() + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @contextmanager
@@ -303,7 +327,12 @@ async def run(args: argparse.Namespace) -> int:
         tmp = Path(name)
         key = generate_api_key()
         gateway_port, sandbox_port = free_port(), free_port()
-        config = write_config(tmp, gateway_port=gateway_port, sandbox_port=sandbox_port, key=key)
+        redis_url = None
+        if args.store == "redis":
+            redis_url = os.environ.get("GATEWAY_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+        config = write_config(
+            tmp, gateway_port=gateway_port, sandbox_port=sandbox_port, key=key, redis_url=redis_url
+        )
         ensure_dev_pki(tmp / "pki", ["population_db"])
         people = bodies()
         gw_url = f"http://127.0.0.1:{gateway_port}"
@@ -322,9 +351,11 @@ async def run(args: argparse.Namespace) -> int:
                 n: await measure(c, calls=args.calls, concurrency=args.concurrency)
                 for n, c in paths.items()
             }
+        if redis_url is not None:
+            drop_redis_keys(redis_url)
     ref_name = next(iter(paths))
     header = f"  {'path':<28} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9}"
-    print("Citizen verification (TraCuuThongTinCongDan), signed both ways")
+    print(f"Citizen verification (TraCuuThongTinCongDan), signed both ways, {args.store} store")
     print(f"\n one caller at a time ({args.calls // 3} calls)")
     print(header + f"  {'+p50 ms':>8}  {'+p99 ms':>8}")
     for n, r in single.items():
@@ -343,6 +374,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=600, help="calls per loaded measurement")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     return asyncio.run(run(parser.parse_args()))
 
 
