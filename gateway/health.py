@@ -235,6 +235,7 @@ class HealthMonitor:
         self.instance_id = uuid.uuid4().hex[:12]
         self.interval = runtime.settings.ops.probe_interval_seconds
         self._task: asyncio.Task[None] | None = None
+        self._chain_task: asyncio.Task[None] | None = None
 
     # -- writing ---------------------------------------------------------------------------
     async def probe_all(self) -> None:
@@ -278,7 +279,22 @@ class HealthMonitor:
         )
         if token is not None:
             await self.probe_all()
+            if self._chain_task is None or self._chain_task.done():
+                self._chain_task = asyncio.create_task(
+                    self.check_audit_chain(), name="audit-chain-check"
+                )
         await self.publish_passive()
+
+    async def check_audit_chain(self) -> None:
+        """Keep the audit chain's status fresh off the request path: a full walk when one is
+        due (it takes seconds on a large log), else the records appended since. The exchange
+        log page then only checks the few records added after this."""
+        from gateway.audit import chain_status
+
+        try:
+            await chain_status(self.runtime.store)
+        except Exception as exc:  # the store may be down; the next tick tries again
+            log.warning("audit chain check failed", error=type(exc).__name__)
 
     async def _loop(self) -> None:
         while True:
@@ -298,6 +314,11 @@ class HealthMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._chain_task is not None:
+            self._chain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._chain_task
+            self._chain_task = None
         await self.runtime.store.release_lock(PROBER_LOCK, self.instance_id)
 
     # -- reading ---------------------------------------------------------------------------
