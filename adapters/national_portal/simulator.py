@@ -628,6 +628,9 @@ def create_simulator_app(
             push,
         ],
         state=State({"portal": sim}),
+        # logging is the gateway's (gateway.observability); Litestar's default would replace
+        # the process's handlers and drop the PII masking
+        logging_config=None,
         openapi_config=None,
         debug=False,
     )
