@@ -329,6 +329,10 @@ class _GatewayHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler configure_logging installed, so a second call replaces it."""
 
 
+#: third-party loggers that configure themselves when their library starts
+_FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "litestar")
+
+
 def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None) -> None:
     """Route structlog and the standard library through one masked, rendered handler.
 
@@ -369,6 +373,17 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level)
+    # servers and clients we embed may have given their loggers handlers of their own (or,
+    # like uvicorn with access_log off, cut them from the root): every line must pass through
+    # the one masked handler above, so they propagate to it and keep nothing of their own
+    for name in _FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()
+        foreign.propagate = True
+        foreign.setLevel(logging.NOTSET)
+    # one line per outbound call is gateway.outbound's job; httpx's own would double it
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
