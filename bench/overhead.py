@@ -42,6 +42,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+# the script's own folder is not a package: its modules (bench/queue.py ...) must not shadow
+# the standard library for the imports below
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 from gateway.security import generate_api_key, hash_api_key  # noqa: E402

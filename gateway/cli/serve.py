@@ -24,19 +24,20 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
-import httpx
 import uvicorn
 from litestar import Litestar
 
 from gateway.app import create_app
 from gateway.cli.common import EXIT_FAILED, EXIT_USAGE, config_option, fail, settings_from_context
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, StoreUnavailable
 from gateway.runtime import Runtime
 from gateway.sandbox import sandbox_url
 from gateway.security import generate_api_key, hash_api_key, read_clients_file, write_clients_file
@@ -90,6 +91,7 @@ def issue_sandbox_key(settings: Settings, scopes: Iterable[str]) -> str:
 
 async def _preflight(runtime: Runtime) -> None:
     """Instantiate and start every adapter (building its clients), then stop them again."""
+    await runtime.store.open()
     runtime.registry.instantiate(runtime.adapter_context)
     try:
         for adapter in runtime.registry.instances.values():
@@ -99,6 +101,7 @@ async def _preflight(runtime: Runtime) -> None:
             await adapter.stop()
         for client in runtime.outbound_clients.values():
             await client.aclose()
+        await runtime.store.close()
 
 
 def _ensure_dev_pki(settings: Settings, simulators: Iterable[str]) -> None:
@@ -124,16 +127,25 @@ def _start_sandbox(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command)  # noqa: S603
 
 
+def _answers(url: str) -> int | None:
+    """The status ``url`` answers with, None when nothing answers (stdlib: no log lines)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as reply:  # noqa: S310 - our own URL
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
 def _wait_until_answers(url: str, *, timeout: float, child: subprocess.Popen[bytes]) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
             return False
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return True
-        except httpx.HTTPError:
-            pass
+        status = _answers(url)
+        if status is not None and status < 500:
+            return True
         time.sleep(0.1)
     return False
 
@@ -182,12 +194,9 @@ def _announce_when_up(text: str, live_url: str) -> None:
     def wait_and_print() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            try:
-                if httpx.get(live_url, timeout=1.0).status_code == 200:
-                    click.echo(text)
-                    return
-            except httpx.HTTPError:
-                pass
+            if _answers(live_url) == 200:
+                click.echo(text)
+                return
             time.sleep(0.1)
 
     threading.Thread(target=wait_and_print, name="serve-banner", daemon=True).start()
@@ -250,6 +259,8 @@ def serve(
         asyncio.run(_preflight(app.state.runtime))
     except ConfigurationError as exc:
         fail(f"invalid configuration: {exc.detail}", EXIT_USAGE)
+    except StoreUnavailable as exc:
+        fail(f"the store cannot be reached: {exc.detail}", EXIT_FAILED)
     scopes = route_scopes(app) | set(BASE_SCOPES)
     simulators = list(app.state.runtime.registry.available)
     del app
