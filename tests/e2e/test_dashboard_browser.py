@@ -332,7 +332,8 @@ def test_posts_without_the_csrf_token_are_refused(page: Page, gateway: Gateway) 
     assert job_state(gateway, sync_job)["state"] == "dead"
 
     # posted straight, with the session cookie: no token, a forged one
-    for form in ({}, {"csrf_token": "forged"}):
+    forms: list[dict[str, str | float | bool]] = [{}, {"csrf_token": "forged"}]
+    for form in forms:
         for action in ("replay", "discard"):
             r = page.request.post(f"/ops/dead-letters/{sync_job}/{action}", form=form)
             assert "flash=csrf_failed" in r.url, (action, form, r.url)
