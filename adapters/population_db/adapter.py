@@ -82,7 +82,9 @@ def _canonical_birth_date(value: str) -> BirthDate:
             return BirthDate(day.year, day.month, day.day)
     except ValueError:
         pass
-    raise UpstreamProtocolError("population_db: a birth date in the answer is not a date")
+    raise UpstreamProtocolError(
+        "population_db: a birth date in the answer is not a date", system="population_db"
+    )
 
 
 def _address(value: DiaChiType | None) -> Address | None:
@@ -190,8 +192,7 @@ class PopulationDbAdapter(Adapter):
             full_name=request.full_name,
             birth_date=_wire_birth_date(request.birth_date),
         )
-        citizen = await self._query("identity.verify", wire, request.purpose, request, caller)
-        record = to_record(citizen) if citizen is not None else None
+        record = await self._query("identity.verify", wire, request.purpose, request, caller)
         result = compare(request, record, self._options)
         await self._audit(
             "identity.verify", request.purpose, request, caller, started,
@@ -214,14 +215,13 @@ class PopulationDbAdapter(Adapter):
             id_number=request.id_number,
             legacy_id_number=None if request.id_number else request.legacy_id_number,
         )
-        citizen = await self._query("identity.lookup", wire, request.purpose, request, caller)
-        if citizen is None:
+        record = await self._query("identity.lookup", wire, request.purpose, request, caller)
+        if record is None:
             await self._audit(
                 "identity.lookup", request.purpose, request, caller, started,
                 outcome="not_found", status=404, detail="not_found",
             )  # fmt: skip
             raise NotFound("No citizen with this identifier in the National Population Database")
-        record = to_record(citizen)
         await self._audit(
             "identity.lookup", request.purpose, request, caller, started,
             outcome="ok", detail="found", extra={"fields": list(request.fields)},
@@ -260,8 +260,9 @@ class PopulationDbAdapter(Adapter):
         purpose: Purpose,
         request: VerifyCitizen | LookupCitizen,
         caller: str,
-    ) -> CongDan | None:
-        """The registry's citizen (None: not found); audits and raises every refusal."""
+    ) -> CitizenRecord | None:
+        """The registry's citizen (None: not found); audits and raises every refusal, and an
+        answer that cannot be read as a citizen."""
         started = time.perf_counter()
         try:
             answer: KetQuaTraCuu = await self.client.lookup(wire)
@@ -271,6 +272,8 @@ class PopulationDbAdapter(Adapter):
                     f"{self.name}: the registry answered several citizens for one ID",
                     system=self.name,
                 )
+            found = answer.CongdanCollection[0] if answer.CongdanCollection else None
+            record = to_record(found) if found is not None else None
         except GatewayError as error:
             outcome = "rejected" if error.status < 500 else "error"
             await self._audit(
@@ -282,7 +285,7 @@ class PopulationDbAdapter(Adapter):
                 procedure_code=purpose.procedure_code,
             )  # fmt: skip
             raise
-        return answer.CongdanCollection[0] if answer.CongdanCollection else None
+        return record
 
     async def _audit(
         self,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support.jobs_app import TestClient, drop_redis_prefix, gateway_settings, make_client
+from support.jobs_app import ApiClient, drop_redis_prefix, gateway_settings, make_client
 from support.jobs_app import store_settings as _store_settings
 from support.uvicorn_server import serving
 
@@ -160,7 +160,7 @@ class Rig:
         return {k: v for k, v in body.items() if v is not ...}
 
     async def verify(
-        self, body: dict[str, Any], client: TestClient = FULL, **kw: Any
+        self, body: dict[str, Any], client: ApiClient = FULL, **kw: Any
     ) -> httpx.Response:
         for key in ("id_number", "legacy_id_number", "full_name"):
             if isinstance(body.get(key), str):
@@ -169,7 +169,7 @@ class Rig:
             f"{self.gateway}/v1/citizens/verify", json=body, headers=client.headers, **kw
         )
 
-    async def lookup(self, body: dict[str, Any], client: TestClient = FULL) -> httpx.Response:
+    async def lookup(self, body: dict[str, Any], client: ApiClient = FULL) -> httpx.Response:
         for key in ("id_number", "legacy_id_number"):
             if isinstance(body.get(key), str):
                 self.used.add(body[key])

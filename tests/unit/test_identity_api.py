@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from gateway.app import create_app
 from gateway.security import hash_api_key
-from gateway.settings import Settings
+from gateway.settings import CONFIG_ENV, Settings
 
 KEY = "dvcgw_test-identity-api-key-0000000000000000000"
 
@@ -51,7 +51,9 @@ def _settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Litestar:
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Litestar:
+    # only the settings given here, not config/gateway.toml of the working tree
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "no-such-config.toml"))
     return create_app(_settings(tmp_path))
 
 
