@@ -398,7 +398,7 @@ async def test_circuit_opens_fails_fast_half_opens_with_one_probe_and_closes(
     started = time.monotonic()
     with pytest.raises(CircuitOpen) as caught:
         await echo(client)
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.2
     assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 0.6
     assert await seen_by_sandbox(sandbox_url, "echo") == seen
 
