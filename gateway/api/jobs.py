@@ -95,6 +95,8 @@ def _caller_id(request: Request[Any, Any, Any]) -> str | None:
         "Only the client that created the job sees it; for any other caller it does not "
         "exist (404)."
     ),
+    # any authenticated client: the handler checks the job's owner
+    opt={"scopes": []},
 )
 async def get_job(job_id: str, request: Request[Any, Any, Any], runtime: Runtime) -> JobView:
     job = await runtime.store.jobs.get(job_id)
