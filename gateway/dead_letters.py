@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.capabilities.dossiers import DOSSIER_CODE_PATTERN
 from gateway.errors import Conflict, NotFound
 from gateway.jobs import system_of
 from gateway.store.base import Job, Store
@@ -31,6 +32,7 @@ class AuditSink(Protocol):
         operation: str,
         outcome: str,
         adapter: str | None = None,
+        dossier_code: str | None = None,
         detail: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> object: ...
@@ -45,6 +47,11 @@ class DeadLetter:
     @property
     def system(self) -> str:
         return system_of(self.job.kind)
+
+
+def _dossier_of(job: Job) -> str | None:
+    key = job.ordering_key
+    return key if key is not None and DOSSIER_CODE_PATTERN.match(key) else None
 
 
 class DeadLetters:
@@ -129,6 +136,8 @@ class DeadLetters:
             operation=operation,
             outcome="ok",
             adapter=system_of(job.kind),
+            # so the move shows on the dossier's timeline (dossier jobs are keyed by its code)
+            dossier_code=_dossier_of(job),
             detail=f"job {job.id} ({job.kind}) is now {job.state.value}",
             extra={
                 "job_id": job.id,

@@ -25,8 +25,7 @@ from gateway.capabilities.dossiers import (
 from gateway.errors import NotFound, ValidationFailed
 from gateway.runtime import Runtime
 from gateway.security import Client, require_unit
-from gateway.store.base import AuditQuery, Store
-from gateway.timeline import TimelineEntry, dossier_timeline
+from gateway.timeline import dossier_timeline
 
 __all__ = ["routes"]
 
@@ -125,38 +124,9 @@ async def get_timeline(
 ) -> dict[str, Any]:
     _checked_code(request, code)
     entries = await dossier_timeline(runtime.store, code)
-    entries = sorted([*entries, *await _dead_letter_moves(runtime.store, code)], key=lambda e: e.at)
     if not entries:
         raise NotFound(f"the gateway has no record of dossier {code}")
     return {"items": [e.as_dict() for e in entries]}
-
-
-_MOVES = {"dlq.replay": "replayed by an operator", "dlq.discard": "discarded by an operator"}
-
-
-async def _dead_letter_moves(store: Store, code: str) -> list[TimelineEntry]:
-    """Replays and discards of this dossier's jobs. Their audit records name the job, not
-    the dossier, so they are matched by job id here."""
-    job_ids = {j.id for j in await store.jobs.by_ordering_key(code, limit=500)}
-    if not job_ids:
-        return []
-    moves: list[TimelineEntry] = []
-    for operation, label in _MOVES.items():
-        for r in await store.audit.query(AuditQuery(operation=operation, limit=1000)):
-            if r.dossier_code is None and r.extra.get("job_id") in job_ids:
-                moves.append(
-                    TimelineEntry(
-                        at=r.at,
-                        label=label,
-                        outcome=r.outcome,
-                        system=r.adapter,
-                        detail=r.detail,
-                        request_id=r.request_id,
-                        source="audit",
-                        ref=str(r.seq),
-                    )
-                )
-    return moves
 
 
 @get(

@@ -205,6 +205,12 @@ async def test_replay_and_discard_are_audited_with_the_operator(app: Litestar) -
         assert (await store.jobs.get(replayed)).state.value == "queued"
         assert (await store.jobs.get(discarded)).state.value == "discarded"
         moves = await store.audit.query(AuditQuery(actor="ops-writer"))
+        # the moves carry the dossier code, so each dossier's timeline shows its own
+        replayed_page = await client.get("/ops/dossier?code=000.00.19.H47-260105-0001")
+        assert "replayed by an operator" in replayed_page.text
+        assert "discarded by an operator" not in replayed_page.text
+        by_code = await store.audit.query(AuditQuery(dossier_code="000.00.19.H47-260105-0002"))
+        assert any(r.operation == "dlq.discard" for r in by_code)
     assert {(m.operation, m.outcome) for m in moves} >= {
         ("dlq.replay", "ok"),
         ("dlq.discard", "ok"),
