@@ -14,7 +14,10 @@ Two phases, each path in turn:
 
 1. a moderate, paced rate (wrk's ``delay()``; plain wrk has no fixed-rate mode): latency
    p50/p99, compared with direct;
-2. saturation (many connections, no pacing): requests per second, compared with nginx.
+2. saturation (many connections, no pacing): requests per second, compared with nginx, and
+   the CPU the server's processes spent per request (from /proc). On a shared machine the
+   requests/s move with everyone else's load; the CPU per request barely does, so it is the
+   figure to compare between runs.
 
 The gateway runs with ``--processes 1`` and ``2``; the table says which is faster here.
 Targets: +1 ms p50 and +5 ms p99 over direct at the moderate rate; >= 40 % of nginx's
@@ -80,8 +83,31 @@ class Target:
 # ---------------------------------------------------------------- processes
 
 
+def cpu_seconds(root: int) -> float:
+    """User + system CPU of a process and all its descendants so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command: state, ppid, ..., utime (12th), stime (13th)
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, frontier = 0.0, [root]
+    while frontier:
+        pid = frontier.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        frontier.extend(child for child, (parent, _) in stats.items() if parent == pid)
+    return total
+
+
 @contextmanager
-def process(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def process(
+    cmd: list[str], env: dict[str, str], ready_url: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -97,7 +123,7 @@ def process(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> I
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{ready_url} never answered; see {log}")
                 time.sleep(0.1)
-            yield
+            yield proc
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -133,7 +159,7 @@ http {{
 
 
 @contextmanager
-def nginx(tmp: Path, upstream: int, port: int) -> Iterator[None]:
+def nginx(tmp: Path, upstream: int, port: int) -> Iterator[subprocess.Popen[bytes]]:
     (tmp / "nginx").mkdir()
     conf = tmp / "nginx" / "nginx.conf"
     conf.write_text(
@@ -143,8 +169,10 @@ def nginx(tmp: Path, upstream: int, port: int) -> Iterator[None]:
     )
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     cmd = [nginx_bin, "-p", str(tmp / "nginx"), "-c", str(conf), "-g", "daemon off;"]
-    with process(cmd, dict(os.environ), f"http://127.0.0.1:{port}/echo/ping", tmp / "nginx.log"):
-        yield
+    with process(
+        cmd, dict(os.environ), f"http://127.0.0.1:{port}/echo/ping", tmp / "nginx.log"
+    ) as proc:
+        yield proc
 
 
 # ---------------------------------------------------------------- wrk
@@ -280,12 +308,13 @@ def write_config(
     return config
 
 
-def row(name: str, r: Result, ref: Result | None, *, vs: str) -> str:
+def row(name: str, r: Result, ref: Result | None, *, vs: str, cpu_us: float | None = None) -> str:
     extra = ""
     if ref is not None and vs == "latency":
         extra = f"  {r.p50_ms - ref.p50_ms:+7.2f}  {r.p99_ms - ref.p99_ms:+7.2f}"
-    elif ref is not None:
-        extra = f"  {r.rps / ref.rps:7.0%}"
+    elif vs == "throughput":
+        extra = f"  {r.rps / ref.rps:8.0%}" if ref is not None else f"  {'':>8}"
+        extra += f"  {cpu_us:10.0f}" if cpu_us is not None else ""
     errors = f"  ({r.errors} errors)" if r.errors else ""
     return f"  {name:<32} {r.rps:9.0f} {r.p50_ms:9.2f} {r.p99_ms:9.2f}{extra}{errors}"
 
@@ -349,7 +378,9 @@ def main() -> int:
         paced: dict[str, Result] = {}
         saturated: dict[str, Result] = {}
 
-        def measure(label: str, target: Target) -> None:
+        cpu_us: dict[str, float] = {}
+
+        def measure(label: str, target: Target, server: subprocess.Popen[bytes]) -> None:
             wrk(target, tmp, connections=4, duration=1.0)  # warm-up: connections, caches
             paced[label] = wrk(
                 target,
@@ -358,18 +389,22 @@ def main() -> int:
                 duration=args.duration,
                 delay_ms=delay_ms,
             )
+            before = cpu_seconds(server.pid)
             saturated[label] = wrk(
                 target, tmp, connections=args.connections, duration=args.duration
             )
+            # CPU the server spent per request: what the machine's load cannot distort much
+            used = cpu_seconds(server.pid) - before
+            cpu_us[label] = used / max(1, saturated[label].requests) * 1e6
             print(f"  measured {label}", file=sys.stderr)
 
         sandbox_cmd = [*GATEWAY_CLI, "sandbox"]
         with process(
             sandbox_cmd, env, f"http://127.0.0.1:{sandbox_port}/_sandbox/", tmp / "sandbox.log"
-        ):
-            measure(direct.name, direct)
-            with nginx(tmp, sandbox_port, nginx_port):
-                measure(proxied.name, proxied)
+        ) as sandbox:
+            measure(direct.name, direct, sandbox)
+            with nginx(tmp, sandbox_port, nginx_port) as proxy:
+                measure(proxied.name, proxied, proxy)
             for n in counts:
                 serve_cmd = [
                     *GATEWAY_CLI,
@@ -384,11 +419,11 @@ def main() -> int:
                     env,
                     f"http://127.0.0.1:{gateway_port}/health/live",
                     tmp / f"gateway-{n}.log",
-                ):
+                ) as gateway:
                     label = f"gateway, {n} process{'es' if n > 1 else ''}"
-                    measure(label, through)
+                    measure(label, through, gateway)
                     if n == counts[0]:  # the split: the same route without the upstream call
-                        measure(f"{label}, no upstream", inbound_only)
+                        measure(f"{label}, no upstream", inbound_only, gateway)
 
     ref_latency = paced[direct.name]
     ref_throughput = saturated[proxied.name]
@@ -408,9 +443,13 @@ def main() -> int:
         print(row(label, r, None if label == direct.name else ref_latency, vs="latency"))
     print()
     print(f"Saturated ({args.connections} connections, no pacing)")
-    print(f"  {'path':<32} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}  {'vs nginx':>7}")
+    print(
+        f"  {'path':<32} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9}  {'vs nginx':>8}"
+        f"  {'CPU µs/req':>10}"
+    )
     for label, r in saturated.items():
-        print(row(label, r, None if label == proxied.name else ref_throughput, vs="throughput"))
+        ref = None if label == proxied.name else ref_throughput
+        print(row(label, r, ref, vs="throughput", cpu_us=cpu_us.get(label)))
     fastest = max(gateways, key=lambda k: saturated[k].rps)
     best_latency = min(gateways, key=lambda k: paced[k].p50_ms)
     d50 = paced[best_latency].p50_ms - ref_latency.p50_ms
@@ -421,6 +460,12 @@ def main() -> int:
     print(
         f"Target +1 ms p50 / +5 ms p99 over direct ({best_latency}): "
         f"{d50:+.2f} ms / {d99:+.2f} ms -> {'met' if d50 <= 1 and d99 <= 5 else 'NOT met'}"
+    )
+    lean = min(gateways, key=lambda k: cpu_us[k])
+    print(
+        f"CPU per request (the server's processes only): {lean} {cpu_us[lean]:.0f} µs, "
+        f"nginx {cpu_us[proxied.name]:.0f} µs: with the same cores to itself the gateway "
+        f"would do {cpu_us[proxied.name] / cpu_us[lean]:.0%} of nginx's requests/s"
     )
     print(
         f"Target >= 40% of nginx's throughput: {share:.0%} -> "
