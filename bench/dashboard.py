@@ -202,6 +202,26 @@ async def main() -> None:
             print(f"{label:32} {p50:8.1f} {p95:8.1f} {s50:>10} {s95:>10} {ratio:>10}  {ok}")
     finally:
         await runtime.stop()
+        if args.backend == "redis":
+            await _drop_redis_prefix(store_cfg["redis_url"], store_cfg["key_prefix"])
+
+
+async def _drop_redis_prefix(url: str, prefix: str) -> None:
+    """The bench filled a shared Redis under its own prefix: leave nothing behind."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=prefix + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
 
 
 if __name__ == "__main__":

@@ -47,12 +47,15 @@ class TimelineEntry:
 
 
 def _from_audit(r: AuditRecord) -> TimelineEntry:
+    detail = r.detail
+    if r.direction == "internal":  # an operator's move: say who
+        detail = f"{detail} — {r.actor}" if detail else r.actor
     return TimelineEntry(
         at=r.at,
         label=_LABELS.get(r.operation, r.operation),
         outcome=r.outcome,
         system=r.adapter,
-        detail=r.detail,
+        detail=detail,
         request_id=r.request_id,
         source="audit",
         ref=str(r.seq),

@@ -32,8 +32,8 @@ from gateway.ops.i18n import LANGUAGES, MESSAGES, Language, translate
 from gateway.ops.sessions import SESSION_COOKIE, OpsSession
 from gateway.runtime import Runtime
 from gateway.security import Client
-from gateway.store.base import AuditQuery, Job
-from gateway.timeline import TimelineEntry, dossier_timeline
+from gateway.store.base import AuditQuery
+from gateway.timeline import dossier_timeline
 
 __all__ = ["CSRF_HEADER", "TEMPLATE_DIR", "routes", "session_credentials"]
 
@@ -428,42 +428,11 @@ async def audit_search(
 # ---------------------------------------------------------------- dossier
 
 
-_MOVES = {"dlq.replay": "replayed by an operator", "dlq.discard": "discarded by an operator"}
-
-
-async def _dead_letter_moves(runtime: Runtime, jobs: list[Job]) -> list[TimelineEntry]:
-    """Replays and discards of the dossier's jobs. Their audit records name the job, not the
-    dossier (gateway/dead_letters.py), so they are found by job id among the moves made since
-    the dossier's first job; only jobs that ever failed can have been moved."""
-    failed = {j.id for j in jobs if any(a.error for a in j.attempts)}
-    if not failed:
-        return []
-    since = min(j.created_at for j in jobs)
-    moves: list[TimelineEntry] = []
-    for operation, label in _MOVES.items():
-        query = AuditQuery(operation=operation, since=since, limit=1000)
-        for r in await runtime.store.audit.query(query):
-            if r.dossier_code is None and r.extra.get("job_id") in failed:
-                moves.append(
-                    TimelineEntry(
-                        at=r.at,
-                        label=label,
-                        outcome=r.outcome,
-                        system=r.adapter,
-                        detail=f"{r.detail} — {r.actor}" if r.detail else r.actor,
-                        request_id=r.request_id,
-                        ref=str(r.seq),
-                    )
-                )
-    return moves
-
-
 @get("/ops/dossier", opt=PAGE, include_in_schema=False)
 async def dossier(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
     code = (request.query_params.get("code") or "").strip()
     timeline = await dossier_timeline(runtime.store, code) if code else []
     jobs = await runtime.store.jobs.by_ordering_key(code) if code else []
-    timeline = sorted([*timeline, *await _dead_letter_moves(runtime, jobs)], key=lambda e: e.at)
     return await _render(
         request, runtime, "dossier.html", "dossier", code=code, timeline=timeline, jobs=jobs
     )
