@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
     from gateway.store.base import Job, Store
     from gateway.webhooks import EventPublisher
+    from signing.service import SigningService
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -110,6 +111,9 @@ class AdapterContext:
     callbacks: CallbackIntake
     #: builds this adapter's one long-lived resilient client
     outbound: Callable[[OutboundPolicy | None], OutboundClient]
+    #: the process's XML signing and verification (its key, trust store and
+    #: ``[signing.peers.<peer>]`` policies), run on one thread pool; the runtime closes it
+    signing: SigningService
 
 
 @dataclass(frozen=True, slots=True)

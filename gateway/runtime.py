@@ -156,6 +156,7 @@ class Runtime:
             events=self._service("events"),
             callbacks=self._service("callbacks"),
             outbound=self.outbound_factory(name),
+            signing=self.signing,
         )
 
     def _service(self, name: str) -> Any:

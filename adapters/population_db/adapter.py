@@ -56,7 +56,6 @@ from gateway.errors import (
 )
 from gateway.observability import request_id_var
 from signing.keys import load_certificates
-from signing.service import SigningService
 
 from .client import PopulationDbClient, build_client
 from .config import PopulationDbConfig
@@ -147,24 +146,16 @@ class PopulationDbAdapter(Adapter):
         super().__init__(config, context)
         assert isinstance(config, PopulationDbConfig)
         self._client: PopulationDbClient | None = None
-        self._signing: SigningService | None = None
         self._options = MatchOptions(ignore_diacritics=config.ignore_diacritics)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        settings = self.context.settings
-        # the adapter's own signing service: the process's key, trust store and peer policies
-        # (the adapter context does not lend the runtime's), its work off the event loop
-        self._signing = SigningService(settings.signing, max_bytes=settings.server.max_body_bytes)
-        self._client = build_client(self.name, self.config, self.context, self._signing)
+        self._client = build_client(self.name, self.config, self.context)
 
     async def stop(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if self._signing is not None:
-            self._signing.close()
-            self._signing = None
 
     @property
     def client(self) -> PopulationDbClient:

@@ -41,7 +41,6 @@ from gateway.errors import (
 )
 from gateway.outbound import OutboundClient
 from signing.keys import ensure_dev_pki
-from signing.service import SigningService
 from signing.xml import parse_xml, zeep_settings
 
 from .auth import TokenSource
@@ -232,11 +231,13 @@ def _to_model(result: Any, system: str) -> KetQuaTraCuu:
 
 
 def build_client(
-    name: str, config: PopulationDbConfig, context: AdapterContext, signing: SigningService
+    name: str, config: PopulationDbConfig, context: AdapterContext
 ) -> PopulationDbClient:
-    """The adapter's client from its configuration; ``signing`` holds the gateway's key, the
-    trust store and the peers' policies (``[signing]``)."""
+    """The adapter's client from its configuration, signing and verifying through the
+    process's signing service (``context.signing``: the gateway's key, the trust store and the
+    peers' policies, ``[signing]``)."""
     settings = context.settings
+    signing = context.signing
     outbound = context.outbound(None)
     if config.consumer_secret is not None:
         secret = config.consumer_secret.get_secret_value()

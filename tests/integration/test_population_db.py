@@ -32,6 +32,7 @@ from support.population_db_rig import (
     purpose,
 )
 
+from adapters.population_db.adapter import PopulationDbAdapter
 from gateway.audit import Auditor
 from gateway.store.base import AuditQuery
 from signing.xml import resolver_calls
@@ -344,6 +345,16 @@ async def test_the_verification_cache_is_off_by_default(rig: Rig) -> None:
     for _ in range(2):
         assert (await rig.verify(rig.verify_body(citizen))).status_code == 200
     assert rig.simulator.controls.soap_requests == 2
+
+
+async def test_signing_runs_on_the_process_signing_service(rig: Rig) -> None:
+    """One key load and one thread pool per process: the adapter signs and verifies through
+    the runtime's service (the runtime closes it), never a second one of its own."""
+    adapter = rig.runtime.registry.instances["population_db"]
+    assert isinstance(adapter, PopulationDbAdapter)
+    assert adapter.context.signing is rig.runtime.signing
+    assert (await rig.verify(rig.verify_body(rig.population.pick(22)))).status_code == 200
+    assert adapter.client.transport.crypto.service is rig.runtime.signing
 
 
 async def test_the_probe_reports_the_registry_up(rig: Rig) -> None:
