@@ -15,6 +15,8 @@ See docs/signing.md.
 
 from __future__ import annotations
 
+import logging
+
 from signing.checksums import (
     PAYMENT_INIT,
     PAYMENT_NOTIFICATION,
@@ -35,6 +37,12 @@ from signing.sign import DETACHED_REFERENCE_URI, SignedXml, XmlSigner
 from signing.trust import CertificateInfo, TrustStore, observe_certificates
 from signing.verify import VerificationPolicy, VerifiedDocument, XmlVerifier
 from signing.xml import hardened_parser, parse_xml, zeep_settings
+
+# signxml logs every canonicalised string at DEBUG: whole signed documents, with the citizens'
+# ID numbers and names in them. Personal data never reaches a log, at any level, so its logger
+# stops at INFO whatever the root logger's level is. Here because a package's __init__ runs
+# before any of its modules: whoever imports any part of signing gets the cap.
+logging.getLogger("signxml").setLevel(max(logging.INFO, logging.getLogger("signxml").level))
 
 __all__ = [
     "DETACHED_REFERENCE_URI",

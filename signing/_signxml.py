@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import hmac
-import logging
 from base64 import b64decode
 from typing import Any
 
@@ -38,11 +37,6 @@ from signxml.signer import XMLSigner
 from signxml.verifier import VerifyResult, XMLVerifier
 
 __all__ = ["TreeSigner", "TreeVerifier"]
-
-# signxml logs every canonicalised string at DEBUG: whole signed documents, with the citizens'
-# ID numbers and names in them. Personal data never reaches a log, at any level, so its logger
-# stops at INFO whatever the root logger's level is.
-logging.getLogger("signxml").setLevel(max(logging.INFO, logging.getLogger("signxml").level))
 
 
 _SIGNED_INFO = "{http://www.w3.org/2000/09/xmldsig#}SignedInfo"

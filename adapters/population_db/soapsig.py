@@ -12,8 +12,6 @@ answer carried, signed or not, never reaches the parser of the data (signature w
 
 from __future__ import annotations
 
-import logging
-
 from lxml import etree
 
 from gateway.errors import SignatureInvalid
@@ -32,11 +30,6 @@ __all__ = [
     "prepare_for_signing",
     "signed_body",
 ]
-
-# signxml logs every canonicalised string at DEBUG: the whole signed Body, i.e. the citizen's
-# ID number and name. Personal data must not reach a log at any level, so that logger stops at
-# INFO whatever the root level (the signing package would be the better home for this line).
-logging.getLogger("signxml").setLevel(max(logging.INFO, logging.getLogger("signxml").level))
 
 #: the Id the Reference names (unqualified, as SOAP 1.1 allows any attribute on Body)
 BODY_ID = "soap-body"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,17 @@ def test_signxml_never_logs_canonical_content_at_debug(
     XmlVerifier(VerificationPolicy(pinned=(pki.gateway.load().certificate,))).verify(signed.xml)
     assert not [r for r in caplog.records if r.name.startswith("signxml")]
     assert "049201001234" not in caplog.text
+
+
+@pytest.mark.parametrize("module", ["signing", "signing.checksums", "signing.xml"])
+def test_importing_any_part_of_signing_caps_the_signxml_logger(module: str) -> None:
+    # a fresh interpreter: in this one, other tests' imports would already have set the cap
+    probe = (
+        "import logging, importlib; logging.getLogger('signxml').setLevel(logging.DEBUG); "
+        f"importlib.import_module({module!r}); "
+        "print(logging.getLogger('signxml').level)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert int(out) == logging.INFO
