@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
 
+from gateway.audit import Auditor
 from gateway.capabilities.dossiers import DOSSIER_CODE_PATTERN
 from gateway.errors import Conflict, NotFound
 from gateway.jobs import system_of
 from gateway.store.base import Job, Store
 
-__all__ = ["AuditSink", "DeadLetter", "DeadLetters"]
+__all__ = ["DeadLetter", "DeadLetters"]
 
 #: how many dead letters one listing may read to satisfy a ``system`` filter
 _SCAN_LIMIT = 5000
-
-
-class AuditSink(Protocol):
-    """What this module needs of ``gateway.audit.Auditor``."""
-
-    async def record(
-        self,
-        *,
-        direction: str,
-        actor: str,
-        operation: str,
-        outcome: str,
-        adapter: str | None = None,
-        dossier_code: str | None = None,
-        detail: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +38,7 @@ def _dossier_of(job: Job) -> str | None:
 
 
 class DeadLetters:
-    def __init__(self, store: Store, auditor: AuditSink | None) -> None:
+    def __init__(self, store: Store, auditor: Auditor | None) -> None:
         self.store = store
         self.auditor = auditor
 
