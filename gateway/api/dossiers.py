@@ -12,17 +12,35 @@ from __future__ import annotations
 from typing import Any, cast
 
 from litestar import Request, Response, get, post, put
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_202_ACCEPTED
+from pydantic import Field
 
+from gateway.api.openapi import AUTHENTICATED, WITH_BODY, problem_responses, secured
 from gateway.capabilities.dossiers import (
     AcceptedCommand,
     DossierInput,
     DossiersCapability,
+    DossierState,
+    ProcedureList,
     ProgressInput,
     dossier_unit,
     validate_dossier_code,
 )
-from gateway.errors import NotFound, ValidationFailed
+from gateway.errors import (
+    BulkheadFull,
+    CircuitOpen,
+    Conflict,
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    NotFound,
+    Overloaded,
+    UnitNotAllowed,
+    UpstreamFault,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
 from gateway.runtime import Runtime
 from gateway.security import Client, require_unit
 from gateway.timeline import dossier_timeline
@@ -31,6 +49,48 @@ __all__ = ["routes"]
 
 _WRITE = {"scopes": ["dossiers:write"]}
 _READ = {"scopes": ["dossiers:read"]}
+
+
+class AcceptedView(AcceptedCommand):
+    """The 202 answer of a command (documentation model of :func:`_accepted`)."""
+
+    links: dict[str, str] = Field(
+        description="`job`: where to follow the command", examples=[{"job": "/v1/jobs/01KC..."}]
+    )
+
+
+#: a command: auth, body, the dossier's unit, Idempotency-Key, the bounded queue
+_COMMAND_PROBLEMS = problem_responses(
+    AUTHENTICATED,
+    WITH_BODY,
+    UnitNotAllowed,
+    Conflict,
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    Overloaded,
+) | {
+    HTTP_202_ACCEPTED: ResponseSpec(
+        AcceptedView, description="Accepted: the command is queued", generate_examples=False
+    )
+}
+#: a read of the gateway's own records about one dossier
+_DOSSIER_READ_PROBLEMS = problem_responses(
+    AUTHENTICATED, ValidationFailed, UnitNotAllowed, NotFound
+)
+#: the catalogue: served from the cache; the national portal's faults only when nothing is
+_CATALOGUE_FAULTS = (UpstreamFault, UpstreamUnavailable, CircuitOpen, BulkheadFull, UpstreamTimeout)
+
+_CODE_DOC = (
+    "`code` is the dossier code `V1V2V3.Z1Z2.Y1Y2.MX1X2-YYMMDD-XXXX` "
+    "(e.g. `000.00.19.H47-260105-0001`): 422 when malformed, 403 `unit-not-allowed` when the "
+    "client is restricted to other units (the unit is the part before the date)."
+)
+_COMMAND_DOC = (
+    " Answers 202 with `job_id`, `kind`, `dossier_code`, `state` and `links.job`: follow the "
+    "job with `GET /v1/jobs/{id}` or wait for the `job.succeeded` / `job.failed` event. Send "
+    "an `Idempotency-Key` so a retry after a lost answer replays the first answer instead of "
+    "queueing the command twice. " + _CODE_DOC
+)
 
 
 def _capability(runtime: Runtime) -> DossiersCapability:
@@ -64,7 +124,16 @@ def _accepted(cmd: AcceptedCommand) -> Response[dict[str, Any]]:
     "/v1/dossiers/{code:str}",
     tags=["dossiers"],
     summary="Create or update a dossier on the national side (queued, in order per dossier)",
+    description=(
+        "The whole dossier (the code is in the path; a `code` in the body must equal it), "
+        "optionally with `progress` records pushed right after it. Validated before anything "
+        "is queued: each bad field is a 422 naming it with a JSON pointer; a status the "
+        "dossier cannot reach from the one last accepted (e.g. `returned` before `processed`) "
+        "is a 422 too." + _COMMAND_DOC
+    ),
     status_code=HTTP_202_ACCEPTED,
+    responses=_COMMAND_PROBLEMS,
+    security=secured("dossiers:write"),
     opt=_WRITE,
 )
 async def put_dossier(
@@ -84,7 +153,15 @@ async def put_dossier(
     "/v1/dossiers/{code:str}/progress",
     tags=["dossiers"],
     summary="Push processing progress records (queued behind the dossier's earlier commands)",
+    description=(
+        "`records`: 1 to 1000 processing steps, each with `officer_name`, `content`, "
+        "`processed_at` and the dossier's `status` after the step; sent to the national side "
+        "in chunks of at most 10, in order, after every earlier command of the dossier."
+        + _COMMAND_DOC
+    ),
     status_code=HTTP_202_ACCEPTED,
+    responses=_COMMAND_PROBLEMS,
+    security=secured("dossiers:write"),
     opt=_WRITE,
 )
 async def post_progress(
@@ -101,6 +178,16 @@ async def post_progress(
     "/v1/dossiers/{code:str}",
     tags=["dossiers"],
     summary="What the national side last confirmed for a dossier, and the work still pending",
+    description=(
+        "`confirmed` is the dossier as the national portal last accepted it (null until the "
+        "first sync succeeds), `accepted_status` the last status the gateway accepted, "
+        "`pending` the commands still queued or dead-lettered, `received_from_national` and "
+        "`attachments` for dossiers submitted on the national portal. 404 when the gateway "
+        "has no record of the dossier. " + _CODE_DOC
+    ),
+    responses=_DOSSIER_READ_PROBLEMS
+    | {200: ResponseSpec(DossierState, description="OK", generate_examples=False)},
+    security=secured("dossiers:read"),
     opt=_READ,
 )
 async def get_dossier(
@@ -117,6 +204,13 @@ async def get_dossier(
     "/v1/dossiers/{code:str}/timeline",
     tags=["dossiers"],
     summary="Every integration event of a dossier: synced, progress, received, failures, replays",
+    description=(
+        "`items`, oldest first: `at` (epoch seconds), `label`, `outcome`, `system`, `detail`, "
+        "`request_id`, `source` (`job` or `audit`) and `ref` (the job id or audit record "
+        "number). 404 when the gateway has no record of the dossier. " + _CODE_DOC
+    ),
+    responses=_DOSSIER_READ_PROBLEMS,
+    security=secured("dossiers:read"),
     opt=_READ,
 )
 async def get_timeline(
@@ -133,6 +227,13 @@ async def get_timeline(
     "/v1/dossiers/{code:str}/attachments/{attachment_id:str}",
     tags=["dossiers"],
     summary="An attachment of a dossier received from the national side",
+    description=(
+        "The bytes of one attachment linked from a `dossier.received` event (`attachments[]."
+        "url`), with its media type, `Content-Disposition` and `X-Content-SHA256` (its id is "
+        "its SHA-256). 404 when the dossier has no such attachment. " + _CODE_DOC
+    ),
+    responses=_DOSSIER_READ_PROBLEMS,
+    security=secured("dossiers:read"),
     opt=_READ,
 )
 async def get_attachment(
@@ -156,6 +257,15 @@ async def get_attachment(
     "/v1/procedures",
     tags=["procedures"],
     summary="The national procedure catalogue (stale = true while the national side is down)",
+    description=(
+        "`items` (`code`, `name`, `field_code`, `field_name`, `level`), `stale` and "
+        "`fetched_at`. Served from the gateway's cache, refreshed on a schedule; when the "
+        "national portal cannot be reached the last copy is served with `stale: true`, and "
+        "only when there is no copy at all is the portal's fault returned (502/503/504)."
+    ),
+    responses=problem_responses(AUTHENTICATED, _CATALOGUE_FAULTS)
+    | {200: ResponseSpec(ProcedureList, description="OK", generate_examples=False)},
+    security=secured("dossiers:read"),
     opt=_READ,
 )
 async def list_procedures(runtime: Runtime) -> dict[str, Any]:
@@ -167,6 +277,13 @@ async def list_procedures(runtime: Runtime) -> dict[str, Any]:
     "/v1/procedures/{code:str}",
     tags=["procedures"],
     summary="One procedure: fields, steps, channels with time limits and fees, documents",
+    description=(
+        "The procedure's detail plus `stale` (as for the list). `code` is the national "
+        "procedure code (e.g. `1.001612`): 422 when malformed, 404 when the catalogue has no "
+        "such procedure."
+    ),
+    responses=problem_responses(AUTHENTICATED, ValidationFailed, NotFound, _CATALOGUE_FAULTS),
+    security=secured("dossiers:read"),
     opt=_READ,
 )
 async def get_procedure(runtime: Runtime, code: str) -> dict[str, Any]:

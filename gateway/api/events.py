@@ -17,7 +17,8 @@ from litestar import get
 from litestar.params import Parameter
 from ulid import ULID
 
-from gateway.errors import InvalidRequest
+from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
+from gateway.errors import InvalidRequest, ValidationFailed
 from gateway.runtime import Runtime
 from gateway.store.base import Event
 from gateway.webhooks import event_to_dict
@@ -55,8 +56,14 @@ def settled(events: list[Event], *, now: float, settle_seconds: float) -> list[E
     description=(
         "Poll with `after` set to the last event id you processed (omit it to start from the "
         "oldest event kept). Delivery by this feed and by webhook is the same event with the "
-        "same id, so a consumer using both can deduplicate on `id`."
+        "same id, so a consumer using both can deduplicate on `id`. Store `next_after` and "
+        "pass it as `after` on the next call; an empty `items` means nothing new yet (poll "
+        "again in a few seconds). Events younger than a second or so are held back a moment "
+        "so that none is skipped. 400 `invalid-request` when `after` is not an event id, 422 "
+        "when `limit` is outside 1..1000."
     ),
+    responses=problem_responses(AUTHENTICATED, ValidationFailed),
+    security=secured("events:read"),
     opt={"scopes": ["events:read"]},
 )
 async def list_events(

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import get
 from litestar.types import ControllerRouterHandler
 
+from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
 from gateway.runtime import Runtime
 
 __all__ = ["routes"]
@@ -21,6 +22,8 @@ __all__ = ["routes"]
         "every instance adds its live-traffic figures. `state` is up, degraded, down or "
         "unknown; `reason` says why when it is not up."
     ),
+    responses=problem_responses(AUTHENTICATED),
+    security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
 )
 async def adapters_health(runtime: Runtime) -> dict[str, Any]:

@@ -13,12 +13,25 @@ from typing import Any, cast
 from litestar import Request, post
 from litestar.status_codes import HTTP_200_OK
 
+from gateway.api.openapi import AUTHENTICATED, WITH_BODY, problem_responses, secured
 from gateway.capabilities.identity import (
     CitizenLookup,
     IdentityCapability,
     LookupCitizen,
     Verification,
     VerifyCitizen,
+)
+from gateway.errors import (
+    BulkheadFull,
+    CircuitOpen,
+    NotFound,
+    OfficerNotPermitted,
+    ProcedureNotLicensed,
+    UpstreamAuthFailed,
+    UpstreamFault,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from gateway.runtime import Runtime
 from gateway.security import Client
@@ -30,6 +43,22 @@ _ERRORS = (
     "403 `procedure-not-licensed` (registry code 004) or `officer-not-permitted` (005), "
     "502 `upstream-fault` / `upstream-protocol-error`, 503 `circuit-open` (with Retry-After), "
     "504 `upstream-timeout`."
+)
+
+
+#: what a registry query can answer besides the route's own refusals
+_QUERY_PROBLEMS = (
+    *AUTHENTICATED,
+    *WITH_BODY,
+    ProcedureNotLicensed,
+    OfficerNotPermitted,
+    UpstreamFault,
+    UpstreamProtocolError,
+    UpstreamAuthFailed,
+    UpstreamUnavailable,
+    CircuitOpen,
+    BulkheadFull,
+    UpstreamTimeout,
 )
 
 
@@ -52,6 +81,8 @@ def _caller(request: Request[Any, Any, Any]) -> str:
         "and recorded in the audit log. " + _ERRORS
     ),
     status_code=HTTP_200_OK,
+    responses=problem_responses(_QUERY_PROBLEMS),
+    security=secured("identity:verify"),
     opt={"scopes": ["identity:verify"]},
 )
 async def verify_citizen(
@@ -69,6 +100,8 @@ async def verify_citizen(
         "the registry has no such citizen. The `purpose` and `fields` are mandatory. " + _ERRORS
     ),
     status_code=HTTP_200_OK,
+    responses=problem_responses(_QUERY_PROBLEMS, NotFound),
+    security=secured("identity:lookup"),
     opt={"scopes": ["identity:lookup"]},
 )
 async def lookup_citizen(

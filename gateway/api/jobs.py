@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, get
 
+from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
 from gateway.errors import NotFound
 from gateway.runtime import Runtime
 from gateway.store.base import Attempt, Job
@@ -92,9 +93,15 @@ def _caller_id(request: Request[Any, Any, Any]) -> str | None:
     tags=["jobs"],
     summary="A command's job: state, attempts, last error",
     description=(
-        "Only the client that created the job sees it; for any other caller it does not "
-        "exist (404)."
+        "`state` is `queued` (waiting, or waiting for a retry at `run_at`), `leased` (running), "
+        "`succeeded` (`result` holds what the national side confirmed), `dead` (failed for "
+        "good: `last_error`; the gateway's operators may replay or discard it) or `discarded`. "
+        "`attempts` lists every try with its `error`, `error_type` (a problem slug) and whether "
+        "it was `retryable`. Only the client that created the job sees it; for any other "
+        "caller it does not exist (404). Any scope will do."
     ),
+    responses=problem_responses(AUTHENTICATED, NotFound),
+    security=secured(),
     # any authenticated client: the handler checks the job's owner
     opt={"scopes": []},
 )

@@ -12,6 +12,8 @@ import os
 from litestar import Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
+
 __all__ = ["metrics", "routes"]
 
 
@@ -29,6 +31,8 @@ def _registry() -> CollectorRegistry:
     "/metrics",
     tags=["ops"],
     summary="Prometheus metrics",
+    responses=problem_responses(AUTHENTICATED),
+    security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
     sync_to_thread=False,
 )

@@ -13,8 +13,9 @@ from litestar import get
 from litestar.params import Parameter
 
 from gateway.api.jobs import iso
+from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
 from gateway.audit import VerifyResult, chain_status, parse_time, verify_chain
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, ValidationFailed
 from gateway.runtime import Runtime
 from gateway.store.base import AuditQuery, AuditRecord
 
@@ -125,6 +126,8 @@ def _chain_view(result: VerifyResult) -> ChainView:
         "identifier key and matches the records' digests; the ID itself is never stored or "
         "returned. Times are epoch seconds or ISO 8601 (Asia/Ho_Chi_Minh when no offset is given)."
     ),
+    responses=problem_responses(AUTHENTICATED, ValidationFailed),
+    security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
 )
 async def audit_records(
@@ -186,6 +189,8 @@ async def audit_records(
         "By default the records appended since the last check are verified, and the whole "
         "chain every few minutes; `full=true` walks the whole chain now."
     ),
+    responses=problem_responses(AUTHENTICATED, ValidationFailed),
+    security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
 )
 async def audit_chain(runtime: Runtime, full: bool = False) -> ChainView:

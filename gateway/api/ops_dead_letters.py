@@ -13,8 +13,9 @@ from litestar import Request, delete, get, post
 from litestar.params import Parameter
 
 from gateway.api.jobs import JobView, iso, job_view
+from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
 from gateway.dead_letters import DeadLetters
-from gateway.errors import Unauthenticated
+from gateway.errors import Conflict, NotFound, Unauthenticated, ValidationFailed
 from gateway.jobs import system_of
 from gateway.runtime import Runtime
 
@@ -71,6 +72,8 @@ def dead_letters(runtime: Runtime) -> DeadLetters:
     "/ops/api/dead-letters",
     tags=["ops"],
     summary="Dead-lettered jobs, newest first, with the jobs each one holds back",
+    responses=problem_responses(AUTHENTICATED, ValidationFailed),
+    security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
 )
 async def list_dead_letters(
@@ -101,6 +104,8 @@ async def list_dead_letters(
     "/ops/api/dead-letters/{job_id:str}/replay",
     tags=["ops"],
     summary="Put a dead letter back in the queue (attempts kept)",
+    responses=problem_responses(AUTHENTICATED, NotFound, Conflict),
+    security=secured("ops:write"),
     opt={"scopes": ["ops:write"]},
     status_code=200,
 )
@@ -116,6 +121,8 @@ async def replay_dead_letter(
     "/ops/api/dead-letters/{job_id:str}",
     tags=["ops"],
     summary="Discard a dead letter, unblocking its ordering key",
+    responses=problem_responses(AUTHENTICATED, NotFound, Conflict),
+    security=secured("ops:write"),
     opt={"scopes": ["ops:write"]},
     status_code=200,
 )
@@ -131,6 +138,8 @@ async def discard_dead_letter(
     "/ops/api/queues",
     tags=["ops"],
     summary="Per job kind: queued, in flight, dead, age of the oldest due job",
+    responses=problem_responses(AUTHENTICATED, ValidationFailed),
+    security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
 )
 async def list_queues(runtime: Runtime) -> list[QueueView]:

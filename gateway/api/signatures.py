@@ -16,7 +16,17 @@ from litestar import post
 from litestar.status_codes import HTTP_200_OK
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.errors import ValidationFailed
+from gateway.api.openapi import AUTHENTICATED, WITH_BODY, problem_responses, secured
+from gateway.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    KeyUsageInvalid,
+    SignatureInvalid,
+    SignatureUntrusted,
+    UnsupportedXmlFeature,
+    ValidationFailed,
+    XmlRejected,
+)
 from gateway.runtime import Runtime
 
 __all__ = ["SignRequest", "VerifyRequest", "routes", "sign_xml", "verify_xml"]
@@ -138,6 +148,8 @@ class VerifyRequest(_Strict):
         "(enveloped) or `signature` (detached), the algorithms and the signer. " + _ERRORS + "."
     ),
     status_code=HTTP_200_OK,
+    responses=problem_responses(AUTHENTICATED, WITH_BODY, XmlRejected),
+    security=secured("signing:use"),
     opt={"scopes": ["signing:use"], "no_idempotency": True},
 )
 async def sign_xml(runtime: Runtime, data: SignRequest) -> dict[str, Any]:
@@ -167,6 +179,18 @@ async def sign_xml(runtime: Runtime, data: SignRequest) -> dict[str, Any]:
         "content: only that content was verified, never the rest of the document. " + _VERIFY_ERRORS
     ),
     status_code=HTTP_200_OK,
+    responses=problem_responses(
+        AUTHENTICATED,
+        WITH_BODY,
+        XmlRejected,
+        SignatureInvalid,
+        SignatureUntrusted,
+        CertificateExpired,
+        CertificateRevoked,
+        KeyUsageInvalid,
+        UnsupportedXmlFeature,
+    ),
+    security=secured("signing:use"),
     opt={"scopes": ["signing:use"], "no_idempotency": True},
 )
 async def verify_xml(runtime: Runtime, data: VerifyRequest) -> dict[str, Any]:
