@@ -82,12 +82,6 @@ class Rig:
     secret: str
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings from the test alone, not from config/gateway.toml (its adapters)."""
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None

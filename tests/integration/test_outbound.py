@@ -41,12 +41,6 @@ TOKEN = {"Authorization": "Bearer echo-sandbox-token"}
 
 
 @pytest.fixture(autouse=True)
-def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # defaults only: config/gateway.toml configures the national adapters
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
-@pytest.fixture(autouse=True)
 def real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # these tests measure real waits unless they ask for instant ones
     monkeypatch.delenv(INSTANT_BACKOFF_ENV, raising=False)

@@ -30,8 +30,7 @@ CIRCUIT = {
 
 
 @pytest.fixture(autouse=True)
-def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
+def real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(INSTANT_BACKOFF_ENV, raising=False)
 
 

@@ -44,12 +44,6 @@ def settings_for(tmp_path: Path, **extra: Any) -> Settings:
 
 
 @pytest.fixture(autouse=True)
-def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # defaults only: config/gateway.toml configures the national adapters
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
-@pytest.fixture(autouse=True)
 def real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(INSTANT_BACKOFF_ENV, raising=False)
 

@@ -33,12 +33,6 @@ DOC = (
 PROBLEM = "urn:dvc-gateway:problem:"
 
 
-@pytest.fixture(autouse=True)
-def no_repository_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # only what each test states: config/gateway.toml configures adapters we do not want here
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
 class Keys:
     def __init__(self) -> None:
         self.signer = generate_api_key()

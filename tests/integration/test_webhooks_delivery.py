@@ -44,12 +44,6 @@ class Rig:
 RigFactory = Callable[..., Any]
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings from the test alone, not from config/gateway.toml (its adapters)."""
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RigFactory]:
     """Builds a started runtime delivering to a live receiver; stops everything after."""

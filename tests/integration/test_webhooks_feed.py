@@ -21,12 +21,6 @@ READER = make_client("province-feed", "events:read")
 OTHER = make_client("dossier-system", "dossiers:write")
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings from the test alone, not from config/gateway.toml (its adapters)."""
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 async def make_app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None

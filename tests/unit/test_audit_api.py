@@ -23,12 +23,6 @@ FEED = make_client("province-feed", "events:read")
 CITIZEN = "079012345678"
 
 
-@pytest.fixture(autouse=True)
-def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings from the test alone, not from config/gateway.toml (its adapters)."""
-    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "absent.toml"))
-
-
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Litestar, httpx.AsyncClient]]:
     store, _ = store_settings("sqlite", tmp_path, None)
