@@ -10,9 +10,7 @@ from one file never take the same job.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -21,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.redis_server import RedisServer, private_redis_server
+from support.uvicorn_server import free_port
 
 from gateway.errors import StoreUnavailable
 from gateway.store.base import Attempt, AuditRecord, NewJob
@@ -30,76 +30,14 @@ from gateway.store.sqlite import SqliteStore
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--enable-debug-command",
-                "local",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        pytest.fail("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with private_redis_server(tmp_path / "redis") as server:
+        yield server
 
 
 async def test_redis_unreachable_raises_store_unavailable() -> None:
-    store = RedisStore(f"redis://127.0.0.1:{_free_port()}/0", key_prefix="t:")
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", key_prefix="t:")
     await store.open()
     try:
         assert await store.ping() is False
