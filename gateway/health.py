@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from gateway.errors import StoreUnavailable
+
 if TYPE_CHECKING:
     from gateway.outbound import OperationStats
     from gateway.runtime import Runtime
@@ -319,7 +321,10 @@ class HealthMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._chain_task
             self._chain_task = None
-        await self.runtime.store.release_lock(PROBER_LOCK, self.instance_id)
+        # releasing lets another instance probe at once; if the store is down the lock
+        # simply expires, so a shutdown never fails on it
+        with contextlib.suppress(StoreUnavailable):
+            await self.runtime.store.release_lock(PROBER_LOCK, self.instance_id)
 
     # -- reading ---------------------------------------------------------------------------
     async def snapshot(self) -> list[SystemHealth]:
