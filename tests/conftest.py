@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.jobs_app import drop_redis_prefix
 
 from gateway.store.base import Store
 
@@ -49,18 +50,6 @@ def redis_prefix() -> str:
     return f"dvcgw-test-{uuid.uuid4().hex[:12]}:"
 
 
-async def _drop_prefix(url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """An opened store of each backend; the Redis one lives under a unique key prefix."""
@@ -80,7 +69,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await s.open()
         yield s
         await s.close()
-        await _drop_prefix(url, prefix)
+        await drop_redis_prefix(url, prefix)
 
 
 @pytest.fixture

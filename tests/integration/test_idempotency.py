@@ -16,9 +16,9 @@ from support.jobs_app import (
     OTHER_SYSTEM,
     drop_redis_prefix,
     gateway_settings,
-    serve_app,
     store_settings,
 )
+from support.uvicorn_server import serving
 
 from gateway.app import create_app
 from gateway.errors import UpstreamUnavailable
@@ -71,7 +71,7 @@ async def test_same_key_and_body_replays_the_stored_answer(
     app_and_gate: tuple[Litestar, Gate],
 ) -> None:
     app, gate = app_and_gate
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         headers = {**DOSSIER_SYSTEM.headers, "Idempotency-Key": "push-0001"}
         first = await client.post("/v1/test/commands", json={"status": 2}, headers=headers)
         assert first.status_code == 202
@@ -87,7 +87,7 @@ async def test_same_key_and_body_replays_the_stored_answer(
 
 async def test_same_key_with_another_body_is_422(app_and_gate: tuple[Litestar, Gate]) -> None:
     app, gate = app_and_gate
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         headers = {**DOSSIER_SYSTEM.headers, "Idempotency-Key": "push-0002"}
         assert (
             await client.post("/v1/test/commands", json={"status": 2}, headers=headers)
@@ -107,7 +107,7 @@ async def test_same_key_with_another_body_is_422(app_and_gate: tuple[Litestar, G
 async def test_same_key_still_in_flight_is_409(app_and_gate: tuple[Litestar, Gate]) -> None:
     app, gate = app_and_gate
     gate.release.clear()
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         headers = {**DOSSIER_SYSTEM.headers, "Idempotency-Key": "push-0003"}
         first = asyncio.create_task(
             client.post("/v1/test/commands", json={"status": 2}, headers=headers)
@@ -127,7 +127,7 @@ async def test_same_key_still_in_flight_is_409(app_and_gate: tuple[Litestar, Gat
 
 async def test_keys_are_scoped_per_client(app_and_gate: tuple[Litestar, Gate]) -> None:
     app, gate = app_and_gate
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         key = {"Idempotency-Key": "shared-key"}
         a = await client.post(
             "/v1/test/commands", json={"n": 1}, headers={**DOSSIER_SYSTEM.headers, **key}
@@ -146,7 +146,7 @@ async def test_a_server_failure_is_not_kept_so_the_key_can_be_retried(
 ) -> None:
     app, gate = app_and_gate
     gate.fail_next = True
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         headers = {**DOSSIER_SYSTEM.headers, "Idempotency-Key": "push-0004"}
         failed = await client.post("/v1/test/commands", json={"s": 1}, headers=headers)
         assert failed.status_code == 503
@@ -160,7 +160,7 @@ async def test_without_a_key_commands_run_each_time_and_bad_keys_are_refused(
     app_and_gate: tuple[Litestar, Gate],
 ) -> None:
     app, gate = app_and_gate
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         for _ in range(2):
             r = await client.post(
                 "/v1/test/commands", json={"s": 1}, headers=DOSSIER_SYSTEM.headers

@@ -19,9 +19,9 @@ from support.jobs_app import (
     VIEWER,
     drop_redis_prefix,
     gateway_settings,
-    serve_app,
     store_settings,
 )
+from support.uvicorn_server import serving
 
 from gateway.app import create_app
 from gateway.errors import UpstreamRejected, UpstreamUnavailable
@@ -69,7 +69,7 @@ async def test_the_creator_sees_its_job_with_attempts_and_others_do_not(app: Lit
         return {"receipt": "R-1"}
 
     runtime.jobs.register_handler("portal.push", flaky)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         job = await runtime.jobs.enqueue("portal.push", {"x": 1}, client_id=DOSSIER_SYSTEM.id)
         await settled(runtime, job.id, JobState.SUCCEEDED)
 
@@ -112,7 +112,7 @@ async def test_dead_letters_list_replay_discard_with_audit(app: Litestar) -> Non
 
     runtime.jobs.register_handler("portal.push", push)
     runtime.jobs.register_handler("payments.poll", poll)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         head = await runtime.jobs.enqueue("portal.push", {"n": 0}, ordering_key="D-1")
         await settled(runtime, head.id, JobState.DEAD)
         later = [

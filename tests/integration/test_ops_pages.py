@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
+from support.jobs_app import drop_redis_prefix
 
 from gateway.app import create_app
 from gateway.security import hash_api_key
@@ -56,9 +57,7 @@ async def app(
     application = create_app(_settings(tmp_path, request.param, redis_url, redis_prefix))
     yield application
     if redis_url:
-        from tests.conftest import _drop_prefix
-
-        await _drop_prefix(redis_url, redis_prefix)
+        await drop_redis_prefix(redis_url, redis_prefix)
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from support.echo_adapter import ECHO_ADAPTER, EchoAdapter
+from support.jobs_app import drop_redis_prefix
 from support.uvicorn_server import free_port, serving
 
 from gateway.adapters import AdapterRegistry
@@ -75,19 +76,7 @@ async def redis_store(redis_url: str, redis_prefix: str) -> AsyncIterator[Store]
     await store.open()
     yield store
     await store.close()
-    await drop_prefix(redis_url, redis_prefix)
-
-
-async def drop_prefix(url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await drop_redis_prefix(redis_url, redis_prefix)
 
 
 @pytest.fixture

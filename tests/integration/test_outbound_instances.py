@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from support.echo_adapter import ECHO_ADAPTER, EchoAdapter, with_echo_routes
+from support.jobs_app import drop_redis_prefix
 from support.uvicorn_server import serving
 
 from gateway.adapters import AdapterRegistry
@@ -32,18 +33,6 @@ CIRCUIT = {
 @pytest.fixture(autouse=True)
 def real_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(INSTANT_BACKOFF_ENV, raising=False)
-
-
-async def drop_prefix(url: str, prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
@@ -68,7 +57,7 @@ async def rig(tmp_path: Path, redis_url: str, redis_prefix: str) -> AsyncIterato
             async with serving(gateway_a) as a, serving(gateway_b) as b:
                 yield {"sandbox": sandbox, "a": a, "b": b, "key": key}
     finally:
-        await drop_prefix(redis_url, redis_prefix)
+        await drop_redis_prefix(redis_url, redis_prefix)
 
 
 async def relay(http: httpx.AsyncClient, gateway: str, key: str) -> httpx.Response:

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Request, post
-from support.jobs_app import DOSSIER_SYSTEM, gateway_settings, serve_app
+from support.jobs_app import DOSSIER_SYSTEM, gateway_settings
 from support.reliability_rig import Backend
+from support.uvicorn_server import serving
 
 from gateway.app import create_app
 from gateway.runtime import Runtime
@@ -51,8 +52,8 @@ async def test_one_key_one_run_across_instances(
     headers = {**DOSSIER_SYSTEM.headers, "Idempotency-Key": "dossier-42-status-3"}
     body = {"dossier": "000.00.19.H47-260105-0042", "status": 3}
     async with (
-        serve_app(apps[0]) as url_a,
-        serve_app(apps[1]) as url_b,
+        serving(apps[0]) as url_a,
+        serving(apps[1]) as url_b,
         httpx.AsyncClient(base_url=url_a) as a,
         httpx.AsyncClient(base_url=url_b) as b,
     ):
