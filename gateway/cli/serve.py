@@ -170,7 +170,8 @@ def banner(settings: Settings, sandbox_base: str | None, key: str | None) -> str
         f"  OpenAPI document       {base}/schema/openapi.json",
         f"  health                 {base}/health/live   {base}/health/ready",
         f"  metrics                {base}/metrics        (scope ops:read)",
-        f"  ops dashboard          {base}/ops",
+        f"  ops dashboard          {base}/ops"
+        + ("   (sign in with the sandbox key below)" if key else ""),
     ]
     if sandbox_base:
         lines += [
@@ -186,6 +187,9 @@ def banner(settings: Settings, sandbox_base: str | None, key: str | None) -> str
             "",
             "Try:",
             f'  curl -H "Authorization: Bearer {key}" {base}/health/adapters',
+            f'  curl -H "Authorization: Bearer {key}" {base}/v1/procedures',
+            "Then sign in to the dashboard at "
+            f"{base}/ops with the same key, and see docs/api.md for every call.",
         ]
     return "\n".join(lines) + "\n"
 
