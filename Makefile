@@ -37,7 +37,7 @@ lint: $(STAMP_DEV)
 
 ## make bench: every benchmark, each printing a comparison table
 bench: $(STAMP_DEV)
-	scripts/with-redis.sh sh -c 'for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done'
+	scripts/with-redis.sh sh -c 'for b in bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python -m bench.$$(basename $$b .py) || exit 1; done'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -9,11 +9,13 @@ Target (issue 7): every page under 200 ms at p95 on this machine.
 
 from __future__ import annotations
 
+if not __package__:  # run as a file: keep bench/ (its queue.py) off sys.path, see _bootstrap
+    import _bootstrap  # noqa: F401
+
 import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -23,8 +25,7 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench._common import drop_redis_prefix, percentile
 from gateway.app import create_app
 from gateway.security import hash_api_key
 from gateway.settings import Settings
@@ -94,9 +95,7 @@ async def measure(call: Callable[[], Awaitable[Any]], n: int) -> tuple[float, fl
         t0 = time.perf_counter()
         await call()
         samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
-    return statistics.median(samples), p95
+    return statistics.median(samples), percentile(samples, 0.95)
 
 
 async def main() -> None:
@@ -203,25 +202,7 @@ async def main() -> None:
     finally:
         await runtime.stop()
         if args.backend == "redis":
-            await _drop_redis_prefix(store_cfg["redis_url"], store_cfg["key_prefix"])
-
-
-async def _drop_redis_prefix(url: str, prefix: str) -> None:
-    """The bench filled a shared Redis under its own prefix: leave nothing behind."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=prefix + "*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
+            await drop_redis_prefix(store_cfg["redis_url"], store_cfg["key_prefix"])
 
 
 if __name__ == "__main__":

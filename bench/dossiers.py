@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is fixed before the imports; see below)
 """Dossier status updates end to end: 202 accepted by the gateway -> confirmed by the portal.
 
 For each store backend, ``gateway serve --sandbox`` runs as a subprocess (the gateway with its
@@ -19,45 +18,34 @@ Reference, in the same run: the same update sent straight to the simulator (``Tr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# run as a script, this folder would come first on sys.path, and bench/queue.py would then
-# shadow the standard library's queue module: put the repository root there instead
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: keep bench/ (its queue.py) off sys.path, see _bootstrap
+    import _bootstrap  # noqa: F401
 
 import argparse
 import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from adapters.national_portal.adapter import SANDBOX_PASSWORD
 from adapters.national_portal.models import WireMapping
+from bench._common import ROOT, free_port, percentile
 from gateway.capabilities.dossiers import VN_TZ, Dossier
 from gateway.security import hash_api_key
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MADONVI = "000.00.00.H47"
 STATUSES = ("processing", "supplement_requested")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def body(status: str, received: datetime, n: int) -> dict[str, Any]:
@@ -73,13 +61,6 @@ def body(status: str, received: datetime, n: int) -> dict[str, Any]:
 
 def code_of(prefix: int, i: int, received: datetime) -> str:
     return f"000.00.19.H47-{received:%y%m%d}-{prefix * 100 + i:04d}"  # up to 99 dossiers
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # ---------------------------------------------------------------- the gateway under test

@@ -18,34 +18,27 @@ Run: ``make bench`` or
 ``.venv/bin/python bench/identity.py [--calls 600 --concurrency 16 --store sqlite|redis]``.
 """
 
-# ruff: noqa: E402 - the standard library's own modules must be found before bench/'s
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+if not __package__:  # run as a file: keep bench/ (its queue.py) off sys.path, see _bootstrap
+    import _bootstrap  # noqa: F401
 
-# a script's folder comes first on sys.path, and bench/ holds scripts (queue.py) that would
-# shadow standard library modules: drop it before anything imports them
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import zeep
 from lxml import etree
 from zeep.proxy import AsyncServiceProxy
@@ -60,6 +53,7 @@ from adapters.population_db.population import (
     population,
 )
 from adapters.population_db.soapsig import EnvelopeSigning, EnvelopeVerification
+from bench._common import drop_redis_prefix, free_port, percentile
 from gateway.security import generate_api_key, hash_api_key
 from signing.keys import ensure_dev_pki
 from signing.sign import XmlSigner
@@ -69,12 +63,6 @@ from signing.xml import zeep_settings
 
 GATEWAY_CLI = [sys.executable, "-c", "from gateway.cli import main; main()"]
 SEED = 20260101
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -88,8 +76,7 @@ class Result:
         return self.calls / self.seconds
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
 
 Call = Callable[[int], Awaitable[None]]
@@ -164,19 +151,6 @@ def write_config(
 
 def redis_prefix() -> str:
     return f"dvcgw-bench-identity-{os.getpid()}:"
-
-
-def drop_redis_keys(url: str) -> None:
-    """Delete what this run wrote (its own prefix only)."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=redis_prefix() + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @contextmanager
@@ -352,7 +326,7 @@ async def run(args: argparse.Namespace) -> int:
                 for n, c in paths.items()
             }
         if redis_url is not None:
-            drop_redis_keys(redis_url)
+            await drop_redis_prefix(redis_url, redis_prefix())
     ref_name = next(iter(paths))
     header = f"  {'path':<28} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9}"
     print(f"Citizen verification (TraCuuThongTinCongDan), signed both ways, {args.store} store")

@@ -23,6 +23,9 @@ throw-away key prefix deleted afterwards.
 
 from __future__ import annotations
 
+if not __package__:  # run as a file: keep bench/ (its queue.py) off sys.path, see _bootstrap
+    import _bootstrap  # noqa: F401
+
 import argparse
 import asyncio
 import base64
@@ -30,7 +33,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -44,10 +46,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-# this file is named like the standard library's queue module: take its folder off the path
-sys.path.remove(str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench._common import drop_redis_prefix, free_port
 from gateway.jobs import JobQueue, WorkerPool
 from gateway.observability import configure_logging
 from gateway.runtime import Runtime
@@ -80,12 +79,6 @@ async def receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
     )
     await send({"type": "http.response.body", "body": b"{}"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
@@ -264,18 +257,6 @@ async def webhook_deliveries(backend: str, url: str, n: int, workers: int, tmp: 
         await runtime.stop()
 
 
-async def drop_prefix() -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=PREFIX + "*", count=1000)]
-        for i in range(0, len(keys), 1000):
-            await client.delete(*keys[i : i + 1000])
-    finally:
-        await client.aclose()
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -342,7 +323,7 @@ async def run(args: argparse.Namespace) -> None:
         proc.terminate()
         proc.wait(10)
         if "redis" in args.backends:
-            await drop_prefix()
+            await drop_redis_prefix(REDIS_URL, PREFIX)
 
     print(f"\njobs/s end to end (enqueue -> ack), {args.jobs} jobs, {args.workers} workers\n")
     for line in raw:

@@ -22,30 +22,24 @@ measurement behind docs/adr/0002-signing-executor.md.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+if not __package__:  # run as a file: keep bench/ (its queue.py) off sys.path, see _bootstrap
+    import _bootstrap  # noqa: F401
 
-# Python puts a script's own folder first on sys.path, and bench/ holds modules named like the
-# standard library's (queue.py), which would shadow it for multiprocessing: drop that entry.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
-from functools import partial  # noqa: E402
+import xmlsec
+from lxml import etree
 
-import xmlsec  # noqa: E402
-from lxml import etree  # noqa: E402
-
-from signing.keys import DevPki, ensure_dev_pki, load_certificates  # noqa: E402
-from signing.sign import XmlSigner  # noqa: E402
-from signing.trust import TrustStore  # noqa: E402
-from signing.verify import VerificationPolicy, XmlVerifier  # noqa: E402
+from signing.keys import DevPki, ensure_dev_pki, load_certificates
+from signing.sign import XmlSigner
+from signing.trust import TrustStore
+from signing.verify import VerificationPolicy, XmlVerifier
 
 SIZES = (2_000, 20_000, 200_000)
 

@@ -14,13 +14,15 @@ throw-away key prefix deleted afterwards.
 
 from __future__ import annotations
 
+if not __package__:  # run as a file: keep bench/ (its queue.py) off sys.path, see _bootstrap
+    import _bootstrap  # noqa: F401
+
 import argparse
 import asyncio
 import base64
 import os
 import secrets
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -32,8 +34,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench._common import drop_redis_prefix
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.store.base import Event
@@ -128,20 +129,10 @@ async def through_gateway(
     finally:
         await runtime.stop()
         if backend == "redis":
-            await drop_prefix()
+            await drop_redis_prefix(
+                os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"), PREFIX
+            )
     return publish_rate, delivery_rate
-
-
-async def drop_prefix() -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(
-        os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    keys = [k async for k in client.scan_iter(match=PREFIX + "*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def main() -> None:
