@@ -10,7 +10,8 @@ SEED=${2:-1}
 PORT=${FUZZ_PORT:-18580}
 SANDBOX_PORT=$((PORT + 1))
 WORK=$(mktemp -d)
-trap 'kill -TERM -- -"$PID" 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT INT TERM
+PID=""
+trap '[ -n "$PID" ] && kill -TERM -"$PID" 2>/dev/null; sleep 1; rm -rf "$WORK"' EXIT INT TERM
 
 cat > "$WORK/gateway.toml" <<TOML
 environment = "sandbox"
