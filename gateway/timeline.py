@@ -9,6 +9,7 @@ ordering key is the dossier code (pending, failed, replayed work). Used by the A
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.store.base import AuditQuery, AuditRecord, Job, Store
@@ -34,8 +35,9 @@ class TimelineEntry:
     ref: str | None = None  # audit seq or job id
 
     def as_dict(self) -> dict[str, Any]:
+        """The API's form: times in RFC 3339 UTC like every other time the API returns."""
         return {
-            "at": self.at,
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z"),
             "label": self.label,
             "outcome": self.outcome,
             "system": self.system,

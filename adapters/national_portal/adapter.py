@@ -590,7 +590,7 @@ class NationalPortalAdapter(Adapter):
                 job_id=j.id,
                 kind=j.kind,
                 state=j.state.value,
-                created_at=j.created_at,
+                created_at=datetime.fromtimestamp(j.created_at, UTC),
                 attempts=j.attempt_count,
                 last_error=j.last_error,
             )

@@ -346,7 +346,7 @@ class PendingWork(_Model):
     job_id: str
     kind: str
     state: str
-    created_at: float
+    created_at: datetime
     attempts: int = 0
     last_error: str | None = None
 
