@@ -54,11 +54,38 @@ def _as_httpx_faults() -> Iterator[None]:
         raise  # pragma: no cover - _FAULTS ends with ClientError
 
 
+#: headers aiohttp would add on its own when a request lacks them; httpx's client always
+#: sends both, so they are skipped only for the rare request built without them (the
+#: session-wide skip list cost a multidict copy per request)
+_AUTO_HEADERS = (b"user-agent", b"accept-encoding")
+_SKIP_AUTO = ("User-Agent", "Accept-Encoding")
+#: per-phase timeouts seen so far (few: the policy's, and per-call read overrides)
+_TIMEOUT_CACHE_SIZE = 64
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, pool: PoolPolicy, ssl_context: ssl.SSLContext | None = None) -> None:
         self._pool = pool
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, phases: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        connect = phases.get("connect")
+        pool = phases.get("pool")
+        read = phases.get("read")
+        key = (connect, pool, read)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=None if connect is None or pool is None else connect + pool,
+                sock_connect=connect,
+                sock_read=read,
+            )
+            if len(self._timeouts) < _TIMEOUT_CACHE_SIZE:
+                self._timeouts[key] = timeout
+        return timeout
 
     def _session_now(self) -> aiohttp.ClientSession:
         # created on first use: a session belongs to the event loop it was made in
@@ -75,22 +102,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 auto_decompress=False,  # httpx decodes, inside the error boundary
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 trust_env=False,
             )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        phases = request.extensions.get("timeout", {})
-        connect = phases.get("connect")
-        pool = phases.get("pool")
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=None if connect is None or pool is None else connect + pool,
-            sock_connect=connect,
-            sock_read=phases.get("read"),
-        )
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        timeout = self._timeout(request.extensions.get("timeout", {}))
+        raw = request.headers.raw
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        present = {k.lower() for k, _ in raw}
+        skip = None if all(h in present for h in _AUTO_HEADERS) else _SKIP_AUTO
         body = await request.aread()
         with _as_httpx_faults():
             async with self._session_now().request(
@@ -100,6 +121,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 timeout=timeout,
+                skip_auto_headers=skip,
                 server_hostname=request.extensions.get("sni_hostname"),
             ) as answer:
                 content = await answer.read()
@@ -109,13 +131,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         extensions = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
-        return httpx.Response(
+        response = httpx.Response(
             status,
             headers=list(raw_headers),
             stream=httpx.ByteStream(content),
             extensions=extensions,
             request=request,
         )
+        if not any(k.lower() == b"content-encoding" for k, _ in raw_headers):
+            # already read, nothing to decode: skip httpx's chunk-and-decode pass over the
+            # body in aread() (~30 µs a call). httpx 0.28 keeps the read body in
+            # ``_content`` (pinned <0.29 in pyproject); an encoded body still goes through
+            # aread(), so decoding faults are raised where they always were.
+            response._content = content
+        return response
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -176,7 +176,6 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, operation: str, idempotent: bool
     ) -> httpx.Response:
         retry = self.policy.retry
-        instant = self.policy.backoff_is_instant
         clock = _Clock()
 
         def should_retry(error: BaseException) -> bool:
@@ -205,7 +204,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             return clock.elapsed() + state.upcoming_sleep >= retry.deadline
 
         async def sleep(seconds: float) -> None:
-            if instant:
+            if instant:  # bound below, after the first failure (before any sleep)
                 clock.skipped += seconds
             else:
                 await asyncio.sleep(seconds)
@@ -229,6 +228,9 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             if not should_retry(error):
                 raise
             first: list[UpstreamError] = [error]
+        # read only now: the testing switch comes from the environment, which costs a
+        # lookup per call that a success never needs
+        instant = self.policy.backoff_is_instant
 
         async def attempt() -> httpx.Response:
             if first:
