@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from gateway.errors import StoreUnavailable
+from gateway.outbound import OperationStats
 
 if TYPE_CHECKING:
-    from gateway.outbound import OperationStats
     from gateway.runtime import Runtime
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "SystemHealth",
     "assess",
     "diagnose",
+    "merge_figures",
 ]
 
 log = structlog.get_logger(__name__)
@@ -59,47 +60,36 @@ class ProbeRecord:
     detail: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PassiveFigures:
-    calls_5m: int = 0
-    errors_5m: int = 0
-    calls_1h: int = 0
-    errors_1h: int = 0
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    last_success: float | None = None
-    last_failure: float | None = None
-    last_failure_reason: str | None = None
+#: what live traffic says about one system: the outbound layer's own figures, so the two
+#: never drift; each instance publishes its own and readers merge them
+PassiveFigures = OperationStats
 
-    @property
-    def error_rate_5m(self) -> float | None:
-        return self.errors_5m / self.calls_5m if self.calls_5m else None
 
-    @property
-    def error_rate_1h(self) -> float | None:
-        return self.errors_1h / self.calls_1h if self.calls_1h else None
+def merge_figures(parts: list[OperationStats]) -> OperationStats:
+    """Combine instances: counts add up; latency takes the worst instance (conservative)."""
+    if not parts:
+        return OperationStats()
+    successes = [p.last_success for p in parts if p.last_success]
+    failures = [p for p in parts if p.last_failure]
+    latest_failure = max(failures, key=lambda p: p.last_failure or 0.0) if failures else None
 
-    @staticmethod
-    def merge(parts: list[PassiveFigures]) -> PassiveFigures:
-        """Combine instances: counts add up; latency takes the worst instance (conservative)."""
-        if not parts:
-            return PassiveFigures()
-        successes = [p.last_success for p in parts if p.last_success]
-        failures = [p for p in parts if p.last_failure]
-        latest_failure = max(failures, key=lambda p: p.last_failure or 0.0) if failures else None
-        p50s = [p.p50_ms for p in parts if p.p50_ms is not None]
-        p95s = [p.p95_ms for p in parts if p.p95_ms is not None]
-        return PassiveFigures(
-            calls_5m=sum(p.calls_5m for p in parts),
-            errors_5m=sum(p.errors_5m for p in parts),
-            calls_1h=sum(p.calls_1h for p in parts),
-            errors_1h=sum(p.errors_1h for p in parts),
-            p50_ms=max(p50s) if p50s else None,
-            p95_ms=max(p95s) if p95s else None,
-            last_success=max(successes) if successes else None,
-            last_failure=latest_failure.last_failure if latest_failure else None,
-            last_failure_reason=latest_failure.last_failure_reason if latest_failure else None,
-        )
+    def worst(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    return OperationStats(
+        calls_5m=sum(p.calls_5m for p in parts),
+        errors_5m=sum(p.errors_5m for p in parts),
+        calls_1h=sum(p.calls_1h for p in parts),
+        errors_1h=sum(p.errors_1h for p in parts),
+        p50_ms=worst([p.p50_ms for p in parts]),
+        p95_ms=worst([p.p95_ms for p in parts]),
+        p50_ms_1h=worst([p.p50_ms_1h for p in parts]),
+        p95_ms_1h=worst([p.p95_ms_1h for p in parts]),
+        last_success=max(successes) if successes else None,
+        last_failure=latest_failure.last_failure if latest_failure else None,
+        last_failure_reason=latest_failure.last_failure_reason if latest_failure else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,20 +205,6 @@ def assess(
     return found.state, found.reason
 
 
-def _passive_from(stats: OperationStats) -> PassiveFigures:
-    return PassiveFigures(
-        calls_5m=stats.calls_5m,
-        errors_5m=stats.errors_5m,
-        calls_1h=stats.calls_1h,
-        errors_1h=stats.errors_1h,
-        p50_ms=stats.p50_ms,
-        p95_ms=stats.p95_ms,
-        last_success=stats.last_success,
-        last_failure=stats.last_failure,
-        last_failure_reason=stats.last_failure_reason,
-    )
-
-
 class HealthMonitor:
     """Runs probes (lock holder only), publishes passive figures, and answers snapshots."""
 
@@ -268,7 +244,7 @@ class HealthMonitor:
     async def publish_passive(self) -> None:
         store = self.runtime.store
         for name, client in list(self.runtime.outbound_clients.items()):
-            figures = _passive_from(client.stats().overall)
+            figures = client.stats().overall
             await store.set(
                 f"{PASSIVE_KEY}{name}:{self.instance_id}",
                 json.dumps(asdict(figures)).encode(),
@@ -340,7 +316,7 @@ class HealthMonitor:
                 for k, v in passive_raw.items()
                 if k.startswith(f"{PASSIVE_KEY}{name}:")
             ]
-            passive = PassiveFigures.merge(parts)
+            passive = merge_figures(parts)
             client = self.runtime.outbound_clients.get(name)
             circuit = str(await client.circuit_state()) if client is not None else "closed"
             cert_days = adapter.certificate_days_left()

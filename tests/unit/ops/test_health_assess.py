@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.health import PassiveFigures, ProbeRecord, assess
+from gateway.health import PassiveFigures, ProbeRecord, assess, merge_figures
 
 NOW = 1_800_000_000.0
 
@@ -63,7 +63,7 @@ def test_merge_adds_counts_and_keeps_the_worst_latency_and_latest_failure() -> N
         last_failure_reason="new",
         last_success=NOW - 1,
     )
-    merged = PassiveFigures.merge([a, b])
+    merged = merge_figures([a, b])
     assert (merged.calls_5m, merged.errors_5m, merged.p95_ms) == (40, 4, 900)
     assert merged.last_failure_reason == "new" and merged.last_success == NOW - 1
     assert merged.error_rate_5m == 0.1
