@@ -20,6 +20,7 @@ from gateway.api import identity as identity_api
 from gateway.api import jobs as jobs_api
 from gateway.api import signatures as signatures_api
 from gateway.api.problems import exception_handlers
+from gateway.heap import settle_heap
 from gateway.idempotency import IdempotencyMiddleware
 from gateway.observability import RequestContextMiddleware, configure_logging
 from gateway.ops import pages as ops_pages
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.start()
+        settle_heap()  # the start-up heap out of the collector's way (gateway/heap.py)
         try:
             yield
         finally:
