@@ -25,6 +25,12 @@ def redis_test_url() -> str:
     return url
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run last: they start a real gateway and Chromium, the slowest part, and
+    nothing of theirs should be live while the asyncio tests run."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests build their own Settings: the sandbox's config/gateway.toml (adapters, ports)

@@ -63,7 +63,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 # ---------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+# module scope, not session: Playwright's sync API runs an event loop in the main thread
+# while it is open, and every asyncio test after it would find that loop still running
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = shutil.which("chromium")
     if executable is None:
