@@ -46,8 +46,6 @@ __all__ = [
     "parse_time",
     "read_anchor",
     "read_export_mark",
-    "record_from_dict",
-    "record_to_dict",
     "verify_chain",
     "verify_export_file",
     "verify_records",
@@ -382,38 +380,6 @@ async def chain_status(store: Store, *, full_every: float = FULL_REVERIFY_SECOND
 # ---------------------------------------------------------------- export
 
 
-def record_to_dict(record: AuditRecord) -> dict[str, Any]:
-    """Every chain field, ``hash`` included: one line of an export file."""
-    out = record.body_dict()
-    out["hash"] = record.hash
-    return out
-
-
-def record_from_dict(data: Mapping[str, Any]) -> AuditRecord:
-    fields = dict(data)
-    return AuditRecord(
-        at=float(fields["at"]),
-        direction=str(fields["direction"]),
-        actor=str(fields["actor"]),
-        operation=str(fields["operation"]),
-        outcome=str(fields["outcome"]),
-        adapter=fields.get("adapter"),
-        request_id=fields.get("request_id"),
-        status=fields.get("status"),
-        latency_ms=fields.get("latency_ms"),
-        procedure_code=fields.get("procedure_code"),
-        dossier_code=fields.get("dossier_code"),
-        officer_id=fields.get("officer_id"),
-        payload_sha256=fields.get("payload_sha256"),
-        subject_digests=list(fields.get("subject_digests") or []),
-        detail=fields.get("detail"),
-        extra=dict(fields.get("extra") or {}),
-        seq=int(fields["seq"]),
-        prev_hash=str(fields["prev_hash"]),
-        hash=str(fields["hash"]),
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class ExportMark:
     """Every record with seq <= ``seq`` has been exported (``hash`` is that record's)."""
@@ -471,7 +437,7 @@ async def export(
                 until is None or record.at < until
             )
             if included:
-                out.write(json.dumps(record_to_dict(record), ensure_ascii=False) + "\n")
+                out.write(json.dumps(record.as_dict(), ensure_ascii=False) + "\n")
                 written += 1
                 first_seq = record.seq if first_seq is None else first_seq
                 last_seq = record.seq
@@ -501,6 +467,6 @@ def verify_export_file(path: Path) -> VerifyResult:
         for line in f:
             if not line.strip():
                 continue
-            if not verifier.feed(record_from_dict(json.loads(line))):
+            if not verifier.feed(AuditRecord.from_dict(json.loads(line))):
                 break
     return verifier.result()

@@ -66,34 +66,11 @@ def attempts_from_json(text: str | bytes | None) -> list[Attempt]:
 
 
 def audit_json(record: AuditRecord) -> str:
-    body = record.body_dict()
-    body["hash"] = record.hash
-    return dumps(body)
+    return dumps(record.as_dict())
 
 
 def audit_from_json(text: str | bytes) -> AuditRecord:
-    d = json.loads(text)
-    return AuditRecord(
-        at=d["at"],
-        direction=d["direction"],
-        actor=d["actor"],
-        operation=d["operation"],
-        outcome=d["outcome"],
-        adapter=d.get("adapter"),
-        request_id=d.get("request_id"),
-        status=d.get("status"),
-        latency_ms=d.get("latency_ms"),
-        procedure_code=d.get("procedure_code"),
-        dossier_code=d.get("dossier_code"),
-        officer_id=d.get("officer_id"),
-        payload_sha256=d.get("payload_sha256"),
-        subject_digests=list(d.get("subject_digests") or []),
-        detail=d.get("detail"),
-        extra=d.get("extra") or {},
-        seq=d["seq"],
-        prev_hash=d["prev_hash"],
-        hash=d["hash"],
-    )
+    return AuditRecord.from_dict(json.loads(text))
 
 
 def event_json(event: Event) -> str:

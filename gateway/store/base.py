@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,6 +281,37 @@ class AuditRecord:
             "extra": self.extra,
             "prev_hash": self.prev_hash,
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every chain field, ``hash`` included: how backends store it and exports write it."""
+        out = self.body_dict()
+        out["hash"] = self.hash
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """The inverse of :meth:`as_dict` (stored rows, export lines)."""
+        return cls(
+            at=float(data["at"]),
+            direction=str(data["direction"]),
+            actor=str(data["actor"]),
+            operation=str(data["operation"]),
+            outcome=str(data["outcome"]),
+            adapter=data.get("adapter"),
+            request_id=data.get("request_id"),
+            status=data.get("status"),
+            latency_ms=data.get("latency_ms"),
+            procedure_code=data.get("procedure_code"),
+            dossier_code=data.get("dossier_code"),
+            officer_id=data.get("officer_id"),
+            payload_sha256=data.get("payload_sha256"),
+            subject_digests=list(data.get("subject_digests") or []),
+            detail=data.get("detail"),
+            extra=dict(data.get("extra") or {}),
+            seq=int(data["seq"]),
+            prev_hash=str(data["prev_hash"]),
+            hash=str(data["hash"]),
+        )
 
     def canonical_body(self) -> bytes:
         import json

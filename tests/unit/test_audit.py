@@ -22,8 +22,6 @@ from gateway.audit import (
     export,
     normalise_identifier,
     read_export_mark,
-    record_from_dict,
-    record_to_dict,
     verify_chain,
     verify_export_file,
     verify_records,
@@ -194,7 +192,7 @@ async def test_record_hashes_payload_digests_subjects_and_reads_request_id(
     assert rec.subject_digests == [auditor.digest("079012345678")]  # one person, once
     stored = (await store.audit.query(AuditQuery()))[0]
     # the identifier itself is nowhere in what was stored
-    assert "079012345678" not in json.dumps(record_to_dict(stored))
+    assert "079012345678" not in json.dumps(stored.as_dict())
     assert stored.latency_ms == 12.0
     assert stored.extra == {"attempt": 1, "tags": ["a", "b"]}
     assert stored.hash == stored.compute_hash()
@@ -281,7 +279,7 @@ async def test_export_writes_jsonl_with_chain_fields_and_advances_the_mark(
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["seq"] for line in lines] == [1, 2, 3]
     assert {"seq", "prev_hash", "hash", "at", "payload_sha256"} <= set(lines[0])
-    assert record_from_dict(lines[1]) == records[1]
+    assert AuditRecord.from_dict(lines[1]) == records[1]
     mark = await read_export_mark(store)
     assert mark is not None and (mark.seq, mark.hash) == (3, records[2].hash)
     assert verify_export_file(out).ok
