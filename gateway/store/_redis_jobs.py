@@ -124,23 +124,7 @@ class RedisJobStore(JobStore):
             raise QueueFull(job.kind)
         if status == 0:
             return _job(res[1].decode(), _from_script(res[2])), False
-        job_id = res[1].decode()
-        return (
-            Job(
-                id=job_id,
-                kind=job.kind,
-                payload=job.payload,
-                state=JobState.QUEUED,
-                created_at=now,
-                updated_at=now,
-                run_at=run_at,
-                ordering_key=job.ordering_key,
-                dedupe_key=job.dedupe_key,
-                request_id=job.request_id,
-                client_id=job.client_id,
-            ),
-            True,
-        )
+        return job.queued(res[1].decode(), now=now, run_at=run_at), True
 
     @guard
     async def lease(

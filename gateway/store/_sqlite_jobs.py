@@ -206,20 +206,7 @@ class SqliteJobStore(JobStore):
                     run_at if head else None,
                 ),
             )
-            created = Job(
-                id=job_id,
-                kind=job.kind,
-                payload=job.payload,
-                state=JobState.QUEUED,
-                created_at=now,
-                updated_at=now,
-                run_at=run_at,
-                ordering_key=job.ordering_key,
-                dedupe_key=job.dedupe_key,
-                request_id=job.request_id,
-                client_id=job.client_id,
-            )
-            return created, True
+            return job.queued(job_id, now=now, run_at=run_at), True
 
         return await self._db.write(tx)
 

@@ -99,6 +99,22 @@ class NewJob:
     #: the client that created it (GET /v1/jobs/{id} is limited to that client)
     client_id: str | None = None
 
+    def queued(self, job_id: str, *, now: float, run_at: float) -> Job:
+        """The job as a backend has just stored it."""
+        return Job(
+            id=job_id,
+            kind=self.kind,
+            payload=self.payload,
+            state=JobState.QUEUED,
+            created_at=now,
+            updated_at=now,
+            run_at=run_at,
+            ordering_key=self.ordering_key,
+            dedupe_key=self.dedupe_key,
+            request_id=self.request_id,
+            client_id=self.client_id,
+        )
+
 
 @dataclass(slots=True)
 class Job:
