@@ -81,6 +81,12 @@ local function job_json(jk)
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
   return cjson.encode(h)
 end
+-- end a held lease: the job leaves its kind's leased set and in-flight count
+local function release_lease(p, jk, id, kind)
+  redis.call('HDEL', jk, 'owner', 'lexp')
+  redis.call('ZREM', p .. 'q:leased:' .. kind, id)
+  redis.call('HINCRBY', p .. 'q:counts:' .. kind, 'leased', -1)
+end
 -- make the oldest active job of the key eligible if it is QUEUED
 local function promote(p, okey)
   local head = redis.call('LINDEX', p .. 'q:okey:' .. okey, 0)
@@ -216,9 +222,7 @@ if f[1] ~= 'leased' or f[2] ~= ARGV[3] then return 0 end
 redis.call('HSET', jk, 'state', 'succeeded', 'updated_at', ARGV[4],
   'attempts', append_json(f[5], ARGV[5]))
 if ARGV[6] ~= '' then redis.call('HSET', jk, 'result', ARGV[6]) end
-redis.call('HDEL', jk, 'owner', 'lexp')
-redis.call('ZREM', p .. 'q:leased:' .. f[3], id)
-redis.call('HINCRBY', p .. 'q:counts:' .. f[3], 'leased', -1)
+release_lease(p, jk, id, f[3])
 redis.call('ZADD', p .. 'q:finished', ARGV[4], id)
 if f[4] then
   redis.call('LREM', p .. 'q:okey:' .. f[4], 1, id)
@@ -243,10 +247,8 @@ if ARGV[6] ~= '' then
   redis.call('HSET', jk, 'attempts', append_json(f[4], ARGV[6]))
   if ARGV[7] ~= '' then redis.call('HSET', jk, 'err', ARGV[7]) end
 end
-redis.call('HDEL', jk, 'owner', 'lexp')
-redis.call('ZREM', p .. 'q:leased:' .. f[3], id)
+release_lease(p, jk, id, f[3])
 redis.call('ZADD', p .. 'q:ready:' .. f[3], ARGV[5], id)
-redis.call('HINCRBY', p .. 'q:counts:' .. f[3], 'leased', -1)
 redis.call('HINCRBY', p .. 'q:counts:' .. f[3], 'queued', 1)
 return 1
 """,
@@ -264,9 +266,7 @@ if f[1] ~= 'leased' or f[2] ~= ARGV[3] then return 0 end
 redis.call('HSET', jk, 'state', 'dead', 'updated_at', ARGV[4],
   'attempts', append_json(f[4], ARGV[5]))
 if ARGV[6] ~= '' then redis.call('HSET', jk, 'err', ARGV[6]) else redis.call('HDEL', jk, 'err') end
-redis.call('HDEL', jk, 'owner', 'lexp')
-redis.call('ZREM', p .. 'q:leased:' .. f[3], id)
-redis.call('HINCRBY', p .. 'q:counts:' .. f[3], 'leased', -1)
+release_lease(p, jk, id, f[3])
 redis.call('HINCRBY', p .. 'q:counts:' .. f[3], 'dead', 1)
 redis.call('ZADD', p .. 'q:dead', 0, id)
 redis.call('ZADD', p .. 'q:deadk:' .. f[3], 0, id)
