@@ -35,6 +35,7 @@ translates transport faults into the ``Upstream*`` branch at one boundary.
     │   ├── UpstreamUnavailable          503  retryable (connect error, 502/503 upstream)
     │   ├── UpstreamTimeout              504  retryable
     │   ├── UpstreamRateLimited          503  retryable, honours the upstream Retry-After
+    │   │   └── OutboundQuotaExhausted   503  our own quota for that system is used up
     │   ├── UpstreamProtocolError        502  malformed or unverifiable answer, not retryable
     │   ├── UpstreamFault                502  SOAP fault / unexpected upstream error
     │   ├── UpstreamRejected             422  business rejection, permanent (dead-lettered)
@@ -74,6 +75,7 @@ __all__ = [
     "NetworkNotAllowed",
     "NotFound",
     "OfficerNotPermitted",
+    "OutboundQuotaExhausted",
     "Overloaded",
     "PayloadTooLarge",
     "ProcedureNotLicensed",
@@ -336,6 +338,15 @@ class UpstreamRateLimited(UpstreamError):
     slug = "upstream-rate-limited"
     title = "The national system asked us to slow down"
     retryable = True
+
+
+class OutboundQuotaExhausted(UpstreamRateLimited):
+    """The quota the national system grants the province (shared by every instance) is used
+    up for this window. The outbound retry loop does not wait it out: the quota's own
+    ``max_wait`` already decided how long a call may wait; jobs retry after ``retry_after``."""
+
+    slug = "outbound-quota-exhausted"
+    title = "The gateway's quota of calls to the national system is used up"
 
 
 class UpstreamProtocolError(UpstreamError):

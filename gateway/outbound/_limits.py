@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import structlog
 
-from gateway.errors import BulkheadFull, StoreUnavailable, UpstreamRateLimited
+from gateway.errors import BulkheadFull, OutboundQuotaExhausted, StoreUnavailable
 from gateway.outbound._policy import RateLimitPolicy
 from gateway.store.base import Store
 
@@ -70,7 +70,7 @@ class RateLimiter:
                 return
             wait = (window + 1) * period - now
             if wait > self.policy.max_wait or wait >= time_left:
-                raise UpstreamRateLimited(
+                raise OutboundQuotaExhausted(
                     f"{self.adapter}: the outbound quota of {limit} calls per {period:g} s "
                     "is used up",
                     system=self.adapter,

@@ -92,7 +92,8 @@ class BulkheadPolicy(_Strict):
 class RateLimitPolicy(_Strict):
     """The quota the national system grants the province, shared by every instance: at most
     ``limit`` attempts per ``period`` seconds. A call over quota waits for the next window
-    up to ``max_wait`` seconds, then fails with ``UpstreamRateLimited`` (retryable)."""
+    up to ``max_wait`` seconds, then fails with ``OutboundQuotaExhausted`` (retryable by a
+    job after its ``retry_after``; the outbound retry loop does not wait longer itself)."""
 
     limit: int | None = Field(None, ge=1)
     period: float = Field(1.0, gt=0)

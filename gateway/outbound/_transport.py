@@ -25,7 +25,13 @@ import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from gateway.errors import BulkheadFull, CircuitOpen, ConfigurationError, UpstreamError
+from gateway.errors import (
+    BulkheadFull,
+    CircuitOpen,
+    ConfigurationError,
+    OutboundQuotaExhausted,
+    UpstreamError,
+)
 from gateway.observability import request_id_var
 from gateway.outbound._circuit import CircuitBreaker, Permit
 from gateway.outbound._errors import (
@@ -181,8 +187,10 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         def should_retry(error: BaseException) -> bool:
             if not isinstance(error, UpstreamError) or not error.retryable:
                 return False
-            if isinstance(error, CircuitOpen | BulkheadFull):
-                return False  # the breaker's pause is not ours to shorten
+            if isinstance(error, CircuitOpen | BulkheadFull | OutboundQuotaExhausted):
+                # the breaker's pause is not ours to shorten, and the quota's max_wait
+                # already said how long a call may wait for the next window
+                return False
             return idempotent or (retry.retry_unsent and never_sent(error))
 
         def wait(state: RetryCallState) -> float:

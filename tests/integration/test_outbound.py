@@ -26,6 +26,7 @@ from gateway.errors import (
     BulkheadFull,
     CircuitOpen,
     ConfigurationError,
+    OutboundQuotaExhausted,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -473,16 +474,27 @@ async def test_clients_sharing_a_redis_store_see_one_circuit(
 async def test_outbound_quota_is_shared_by_instances(
     make_client: Callable[..., OutboundClient], store: Store
 ) -> None:
-    # an hour-long window: the test cannot straddle two windows
-    policy = {"rate_limit": {"limit": 3, "period": 3600.0, "max_wait": 0}}
+    # an hour-long window, and never its last seconds: the test cannot straddle two windows
+    period = 3600.0
+    if (left := period - time.time() % period) < 5:
+        await asyncio.sleep(left + 0.1)
+    # a generous retry policy: the quota's refusal must still not be waited out by retries
+    # (in the last 30 s of a window it once was, and the call went through in the next one)
+    policy = {
+        "rate_limit": {"limit": 3, "period": period, "max_wait": 0},
+        "retry": {"retry_after_max": 2 * period, "deadline": 2 * period},
+    }
     name = f"quota-{key()[:8]}"  # its own counter, whatever ran before
     a = make_client(store=store, name=name, **policy)
     b = make_client(store=store, name=name, **policy)
     assert [await echo(client) for client in (a, b, a)] == [200, 200, 200]
     for client in (b, a):
-        with pytest.raises(UpstreamRateLimited) as caught:
+        started = time.monotonic()
+        with pytest.raises(OutboundQuotaExhausted) as caught:
             await echo(client)
-        assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= 3600
+        assert time.monotonic() - started < 1.0  # refused at once, not retried
+        assert caught.value.retry_after is not None and 0 < caught.value.retry_after <= period
+        assert caught.value.slug == "outbound-quota-exhausted"
 
 
 async def test_request_id_travels_upstream(make_client: Callable[..., OutboundClient]) -> None:
