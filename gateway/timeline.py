@@ -48,12 +48,18 @@ class TimelineEntry:
         }
 
 
-def _from_audit(r: AuditRecord) -> TimelineEntry:
+def _from_audit(r: AuditRecord, queued_at: dict[str, float]) -> TimelineEntry:
     detail = r.detail
     if r.direction == "internal":  # an operator's move: say who
         detail = f"{detail} — {r.actor}" if detail else r.actor
+    at = r.at
+    job_id = r.extra.get("job_id")
+    if isinstance(job_id, str) and job_id in queued_at:
+        # a command is audited just after its job is queued, and a worker may already have
+        # tried it by then: the acceptance shows when the job was queued, before any attempt
+        at = min(at, queued_at[job_id])
     return TimelineEntry(
-        at=r.at,
+        at=at,
         label=_LABELS.get(r.operation, r.operation),
         outcome=r.outcome,
         system=r.adapter,
@@ -112,8 +118,11 @@ async def dossier_timeline(
 ) -> list[TimelineEntry]:
     """Every integration event of one dossier, oldest first."""
     records = await store.audit.query(AuditQuery(dossier_code=dossier_code, limit=limit))
-    entries = [_from_audit(r) for r in records]
-    for job in await store.jobs.by_ordering_key(dossier_code, limit=limit):
+    jobs = await store.jobs.by_ordering_key(dossier_code, limit=limit)
+    queued_at = {job.id: job.created_at for job in jobs}
+    entries = [_from_audit(r, queued_at) for r in records]
+    for job in jobs:
         entries.extend(_job_entries(job))
+    # stable: at equal times an audit record (the command accepted) precedes its job's entries
     entries.sort(key=lambda e: e.at)
     return entries[-limit:]
