@@ -79,14 +79,13 @@ class SoapTransport(AsyncTransport):
         sign_requests: bool,
         verify_responses: bool,
     ) -> None:
-        # AsyncTransport.__init__ overwrites the client's default headers; keep the shared
-        # client's own, and give the WSDL loader a client that can reach nothing
-        saved = httpx.Headers(outbound.http.headers)
+        # AsyncTransport.__init__ replaces the client's default headers, which the outbound
+        # client keeps apart and stamps on every call; the WSDL loader gets a client that
+        # can reach nothing
         super().__init__(  # type: ignore[no-untyped-call]
             client=outbound.http,
             wsdl_client=httpx.Client(transport=httpx.MockTransport(_refuse_remote)),
         )
-        outbound.http.headers = saved
         self.system = system
         self.outbound = outbound
         self.tokens = tokens

@@ -150,13 +150,17 @@ class OutboundClient:
         phases = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
         self._timeout_extension = phases.as_dict()
         self._urls: dict[str, httpx.URL] = {}
+        # the gateway's own headers, kept apart from ``http.headers``: libraries handed that
+        # client (zeep's AsyncTransport) replace its default headers wholesale
+        self._default_headers = httpx.Headers({"User-Agent": USER_AGENT})
         #: an httpx client with the same resilience, for zeep's AsyncTransport(client=...)
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
             transport=self._transport,
             timeout=phases,
-            headers={"User-Agent": USER_AGENT},
+            headers=self._default_headers,
             follow_redirects=False,  # a redirect would leave the configured base URL
+            event_hooks={"request": [self._stamp_identity]},
         )
 
     @classmethod
@@ -242,8 +246,12 @@ class OutboundClient:
                 self._urls[path] = url
         return url
 
+    async def _stamp_identity(self, request: httpx.Request) -> None:
+        """Whatever a library did to ``http.headers``, a call says who makes it."""
+        request.headers.update(self._default_headers)
+
     def _headers(self, extra: Mapping[str, str] | None) -> httpx.Headers:
-        headers = self.http.headers.copy()
+        headers = self._default_headers.copy()
         if extra:
             headers.update(extra)
         return headers

@@ -497,6 +497,18 @@ async def test_outbound_quota_is_shared_by_instances(
         assert caught.value.slug == "outbound-quota-exhausted"
 
 
+async def test_the_gateway_names_itself_even_when_a_library_replaces_the_client_headers(
+    make_client: Callable[..., OutboundClient],
+) -> None:
+    client = make_client()
+    client.http.headers = httpx.Headers({"User-Agent": "Zeep/4.3"})  # as AsyncTransport does
+    direct = await client.request("headers", "POST", "/headers", idempotent=True, headers=TOKEN)
+    with client.operation("headers", idempotent=True):
+        through_http = await client.http.post("/headers", headers=TOKEN)
+    for response in (direct, through_http):
+        assert response.json()["user_agent"].startswith("dvc-gateway")
+
+
 async def test_request_id_travels_upstream(make_client: Callable[..., OutboundClient]) -> None:
     client = make_client()
     token = request_id_var.set("req-4711")

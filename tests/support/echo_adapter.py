@@ -128,6 +128,8 @@ class EchoSimulator:
         seen = self._seen(key)
         if path == "/echo":
             return 200, {"echo": data, "request_id": headers.get("x-request-id")}, []
+        if path == "/headers":
+            return 200, {"user_agent": headers.get("user-agent")}, []
         if path == "/gzip":
             packed = gzip.compress(json.dumps({"echo": data}).encode())
             if data.get("broken"):
