@@ -19,6 +19,7 @@ from gateway.api import events, health, health_adapters, metrics, ops_audit, ops
 from gateway.api import identity as identity_api
 from gateway.api import jobs as jobs_api
 from gateway.api import signatures as signatures_api
+from gateway.api.options import repair_automatic_options
 from gateway.api.problems import exception_handlers
 from gateway.heap import settle_heap
 from gateway.idempotency import IdempotencyMiddleware
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, sandbox_url: str | None = None) -> Litesta
         request_max_body_size=settings.server.max_body_bytes,
         debug=False,
     )
+    repair_automatic_options(app)
     app.state.runtime = runtime
     return app
 

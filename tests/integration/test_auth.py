@@ -190,6 +190,25 @@ async def test_every_protected_route_needs_credentials_and_its_scope(
     assert not problems, "\n".join(problems)
 
 
+async def test_options_lists_every_method_a_path_serves(tmp_path: Path, keys: Keys) -> None:
+    # Litestar 2 lists only some of them where several handlers share a path (#4169)
+    app = create_app(_all_adapters_settings(tmp_path, keys))
+    wrong: list[str] = []
+    async with AsyncTestClient(app) as c:
+        for route in app.routes:
+            if not isinstance(route, HTTPRoute) or route.path.startswith("/schema"):
+                continue
+            path = route.path_format.format(
+                **{name: _sample(p.type) for name, p in route.path_parameters.items()}
+            )
+            r = await c.options(path, headers=bearer(keys.nobody))
+            allowed = {m.strip() for m in r.headers.get("allow", "").split(",") if m.strip()}
+            if r.status_code != 204 or allowed != set(route.methods):
+                wrong.append(f"OPTIONS {path}: {r.status_code} {sorted(allowed)}")
+    assert "/v1/dossiers/{code:str}" in {route.path for route in app.routes}
+    assert not wrong, "\n".join(wrong)
+
+
 async def test_only_health_and_docs_are_anonymous(tmp_path: Path, keys: Keys) -> None:
     app = create_app(_all_adapters_settings(tmp_path, keys))
     anonymous = {
