@@ -18,8 +18,10 @@ larger, rarer batches (a few MB at most). Measured effect: ~450 -> ~350 µs CPU 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["GEN0_THRESHOLD", "settle_heap"]
+__all__ = ["GEN0_THRESHOLD", "collector_paused", "settle_heap"]
 
 GEN0_THRESHOLD = 20_000
 
@@ -36,3 +38,17 @@ def settle_heap() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No collection while building a large, acyclic, long-lived structure (a simulator's
+    synthetic population): each one would walk everything built so far, which doubles the
+    build time, and nothing built there is garbage."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import Literal
 
 from gateway.capabilities.identity import Gender, known_province_codes, make_id_number
+from gateway.heap import collector_paused
 
 from .models import ChuHoType, CongDan, DiaChiType, HoVaTenType, NguoiThanType
 
@@ -428,4 +429,5 @@ _TRAITS: dict[str, Callable[[CongDan], bool]] = {
 @lru_cache(maxsize=4)
 def population(seed: int, size: int = DEFAULT_SIZE) -> Population:
     """The shared population of ``seed`` (generated once per process)."""
-    return Population(seed, size)
+    with collector_paused():  # 12,000 citizens: about 0.9 s with the collector, 0.4 without
+        return Population(seed, size)
