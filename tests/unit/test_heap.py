@@ -10,10 +10,17 @@ from gateway.heap import collector_paused
 
 
 def test_the_collector_is_paused_inside_and_back_after_even_on_error() -> None:
+    seen: list[bool] = []
+
+    def build() -> None:
+        with collector_paused():
+            seen.append(gc.isenabled())
+            raise RuntimeError("boom")
+
     assert gc.isenabled()
-    with pytest.raises(RuntimeError), collector_paused():
-        assert not gc.isenabled()
-        raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        build()
+    assert seen == [False]
     assert gc.isenabled()
 
 
