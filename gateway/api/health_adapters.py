@@ -7,10 +7,22 @@ from typing import Any
 from litestar import get
 from litestar.types import ControllerRouterHandler
 
+from gateway.api.jobs import iso
 from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
+from gateway.health import SystemHealth
 from gateway.runtime import Runtime
 
 __all__ = ["routes"]
+
+#: kept as epoch seconds inside (the dashboard formats them), RFC 3339 like every API time
+_TIMES = ("probe_at", "last_success", "last_failure")
+
+
+def _view(system: SystemHealth) -> dict[str, Any]:
+    view = system.as_dict()
+    for name in _TIMES:
+        view[name] = iso(view[name])
+    return view
 
 
 @get(
@@ -20,7 +32,8 @@ __all__ = ["routes"]
     description=(
         "The lock-holding instance probes each system every `ops.probe_interval_seconds`; "
         "every instance adds its live-traffic figures. `state` is up, degraded, down or "
-        "unknown; `reason` says why when it is not up."
+        "unknown; `reason` says why when it is not up. Times (`probe_at`, `last_success`, "
+        "`last_failure`) are RFC 3339 UTC."
     ),
     responses=problem_responses(AUTHENTICATED),
     security=secured("ops:read"),
@@ -32,7 +45,7 @@ async def adapters_health(runtime: Runtime) -> dict[str, Any]:
     for s in systems:
         if s.state == "down" or (s.state == "degraded" and worst == "up"):
             worst = s.state
-    return {"status": worst, "systems": [s.as_dict() for s in systems]}
+    return {"status": worst, "systems": [_view(s) for s in systems]}
 
 
 routes: list[ControllerRouterHandler] = [adapters_health]

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -149,8 +150,18 @@ def test_serve_with_sandbox_comes_up_points_adapters_and_prints_a_key(
         pings = counters["requests"].get("echo", {}).get("ping", 0)
         time.sleep(0.2)
     assert pings >= 1
-    health = httpx.get(f"{base}/health/adapters", headers=auth).json()
-    assert [s["name"] for s in health["systems"]] == ["echo"]
+    deadline = time.monotonic() + 10
+    while True:  # the probe's result is stored just after the simulator saw the ping
+        health = httpx.get(f"{base}/health/adapters", headers=auth).json()
+        assert [s["name"] for s in health["systems"]] == ["echo"]
+        echo = health["systems"][0]
+        if echo["probe_at"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    # times as everywhere in the API: RFC 3339 UTC
+    for name in ("probe_at", "last_success"):
+        assert datetime.fromisoformat(echo[name].replace("Z", "+00:00")).tzinfo is not None
+        assert echo[name].endswith("Z")
 
     assert server.stop() == 0
     assert port_closed(gw_port) and port_closed(sb_port)  # the sandbox child went too
