@@ -8,7 +8,11 @@
 
 The gateway route is the test-only ``POST /v1/_echo/echo`` of ``tests/support/echo_adapter``
 (served through ``gateway serve --app-factory``), so the figures measure the gateway itself,
-not SOAP or XML signatures (``bench/identity.py`` measures the citizen query end to end).
+not SOAP or XML signatures. The issue suggested switching to a real query once real adapters
+exist; we kept the echo here on purpose: a citizen verification signs its request and verifies
+the answer's signature, which wrk's direct and nginx paths cannot do, so the rows would compare
+cryptography with none. ``bench/identity.py`` measures that query end to end beside the same
+SOAP call made directly with the same cryptography (zeep, XML-DSig both ways).
 
 Two phases, each path in turn:
 
