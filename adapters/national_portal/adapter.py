@@ -4,9 +4,10 @@ Commands (``PUT /v1/dossiers/{code}``, ``POST .../progress``) are checked here a
 dossier's accepted history (impossible transitions are 422), then become one durable job each,
 with the dossier code as ordering key, so the portal receives a dossier's statuses in the
 order the province sent them. A sync job runs ``TraCuuHoSo``, then ``DongBoHoSoMC`` with
-``isUpdating`` from the answer, then ``CapNhatTienDoHoSoMC`` in chunks of at most 10 (a chunk
-already confirmed is not sent again when the job is retried). The catalogue is cached in the
-store, refreshed by a scheduled job and served stale, marked so, while the portal is down.
+``isUpdating`` from the answer, then ``CapNhatTienDoHoSoMC`` in chunks of at most 10 (when
+the job is retried, a ``DongBoHoSoMC`` or a chunk the portal already confirmed is not sent
+again). The catalogue is cached in the store, refreshed by a scheduled job and served stale,
+marked so, while the portal is down.
 """
 
 from __future__ import annotations
@@ -497,25 +498,36 @@ class NationalPortalAdapter(Adapter):
         dossier = Dossier.model_validate(job.payload["dossier"])
         progress = [ProgressRecord.model_validate(r) for r in job.payload.get("progress", [])]
         code = dossier.code
-        found = await self.client.call(
-            "TraCuuHoSo", {"mahoso": code}, idempotent=True, dossier_code=code
-        )
-        exists = bool(found.result)
-        wire = self.mapping.dossier_to_wire(dossier).model_dump(exclude_none=True)
-        # not retried inside the call: after a lost answer the job looks the dossier up again
-        await self.client.call(
-            "DongBoHoSoMC",
-            {"isUpdating": "True" if exists else "False", "data": [wire]},
-            idempotent=False,
-            dossier_code=code,
-            procedure_code=dossier.procedure_code,
-            detail=f"{'updated' if exists else 'created'} on the portal, "
-            f"status {dossier.status.value}",
-        )
+        store = self.context.store
+        synced_key = _key("job-synced", job.id)
+        synced = await store.get(synced_key)
+        if synced is not None:
+            # a retry after the portal confirmed DongBoHoSoMC: sending the record again would
+            # take the portal back to this command's status after the progress already sent
+            exists = synced == b"updated"
+        else:
+            found = await self.client.call(
+                "TraCuuHoSo", {"mahoso": code}, idempotent=True, dossier_code=code
+            )
+            exists = bool(found.result)
+            wire = self.mapping.dossier_to_wire(dossier).model_dump(exclude_none=True)
+            # not retried inside the call: after a lost answer the job looks the dossier up again
+            await self.client.call(
+                "DongBoHoSoMC",
+                {"isUpdating": "True" if exists else "False", "data": [wire]},
+                idempotent=False,
+                dossier_code=code,
+                procedure_code=dossier.procedure_code,
+                detail=f"{'updated' if exists else 'created'} on the portal, "
+                f"status {dossier.status.value}",
+            )
+            mark = b"updated" if exists else b"created"
+            await store.set(synced_key, mark, ttl=self._state_ttl)
         last_status = await self._push_chunks(job, code, progress, dossier.procedure_code)
         if last_status is not None:
             dossier = dossier.model_copy(update={"status": last_status})
         await self._confirm(code, dossier=dossier, progress_added=len(progress))
+        await store.delete(synced_key)
         return {"dossier_code": code, "created": not exists, "progress_records": len(progress)}
 
     async def _run_progress(self, job: Job) -> dict[str, Any]:
@@ -555,7 +567,8 @@ class NationalPortalAdapter(Adapter):
                 procedure_code=procedure_code,
                 detail=f"progress chunk {index + 1}/{len(parts)}: {len(part)} records",
             )
-            await store.set(done_key, str(index + 1).encode(), ttl=7 * 86400.0)
+            # kept as long as a dead-lettered job may still be replayed
+            await store.set(done_key, str(index + 1).encode(), ttl=self._state_ttl)
         await store.delete(done_key)
         return records[-1].status
 

@@ -257,6 +257,10 @@ async def test_a_retried_job_does_not_send_confirmed_chunks_again(rig: Rig) -> N
     assert stored is not None
     contents = [p["NoiDungXuLy"] for p in stored["progress"]]
     assert contents == [f"Bước xử lý {n}" for n in range(25)]  # each record once, in order
+    # the retry did not send the dossier record again: the portal never went back to received
+    assert stored["history"] == ["received", "processing"]
+    services = [c["service"] for c in await rig.portal_calls(code)]
+    assert services.count("DongBoHoSoMC") == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
