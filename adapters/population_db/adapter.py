@@ -257,6 +257,7 @@ class PopulationDbAdapter(Adapter):
         started = time.perf_counter()
         try:
             answer: KetQuaTraCuu = await self.client.lookup(wire)
+            _check_answers_the_request(answer, wire)
             _raise_for_code(answer)
             if len(answer.CongdanCollection) > 1:
                 raise UpstreamProtocolError(
@@ -264,6 +265,8 @@ class PopulationDbAdapter(Adapter):
                     system=self.name,
                 )
             found = answer.CongdanCollection[0] if answer.CongdanCollection else None
+            if found is not None:
+                _check_is_the_citizen_asked_for(found, wire)
             record = to_record(found) if found is not None else None
         except GatewayError as error:
             outcome = "rejected" if error.status < 500 else "error"
@@ -380,6 +383,31 @@ def _verdict(result: Verification) -> str:
     if result.match:
         return "match"
     return str(result.reason.value) if result.reason else "mismatch"
+
+
+def _check_answers_the_request(answer: KetQuaTraCuu, wire: YeuCauTraCuu) -> None:
+    """An answer to another request (a mixed-up connection, a replay, a confused platform)
+    may carry another citizen's data: refused, whatever it says."""
+    if answer.MaYeuCau != wire.MaYeuCau:
+        raise UpstreamProtocolError(
+            "population_db: the answer is for another request (MaYeuCau differs)",
+            system="population_db",
+        )
+
+
+def _check_is_the_citizen_asked_for(found: CongDan, wire: YeuCauTraCuu) -> None:
+    """The citizen answered must carry the number asked for (the 12-digit ID, or the legacy
+    number when that was the query), else it is someone else's record. The detail names no
+    number: the problem goes back to the caller and into the logs."""
+    if wire.SoDinhDanh is not None:
+        same = found.SoDinhDanh == wire.SoDinhDanh
+    else:
+        same = wire.SoCMND is not None and found.SoCMND == wire.SoCMND
+    if not same:
+        raise UpstreamProtocolError(
+            "population_db: the answer is about another citizen than the one asked for",
+            system="population_db",
+        )
 
 
 def _raise_for_code(answer: KetQuaTraCuu) -> None:

@@ -55,6 +55,7 @@ from .models import (
     SOAP_ENV_NS,
     WSDL_PATH,
     XSD_PATH,
+    CongDan,
     KetQuaTraCuu,
     MaLoi,
     YeuCauTraCuu,
@@ -97,6 +98,8 @@ ResponseMode = Literal[
     "malformed",  # not XML
     "wrong_shape",  # well-formed SOAP whose body is not the operation's response
     "fault",  # a SOAP fault (server error)
+    "other_citizen",  # a well-signed answer carrying another citizen than the one asked for
+    "other_request",  # a well-signed answer whose MaYeuCau is not the request's
 ]
 
 _UNIT_CODE = re.compile(UNIT_CODE_PATTERN)
@@ -343,6 +346,12 @@ class PopulationSimulator:
             CongdanCollection=[citizen] if citizen else [],
         )
 
+    def _someone_else(self, answer: KetQuaTraCuu) -> CongDan:
+        """A citizen of the population who is not the one in ``answer`` (if any)."""
+        asked = {c.SoDinhDanh for c in answer.CongdanCollection}
+        people: list[CongDan] = self.population.people
+        return next(p for p in people if p.SoDinhDanh not in asked)
+
     def _render(self, answer: KetQuaTraCuu) -> tuple[int, bytes, Headers]:
         mode = self.controls._next_mode()
         if mode == "malformed":
@@ -351,6 +360,10 @@ class PopulationSimulator:
             return 200, _XXE_BODY, []
         if mode == "fault":
             return _fault("Server", "Hệ thống đang bận, vui lòng thử lại sau")
+        if mode == "other_citizen":
+            answer = answer.model_copy(update={"CongdanCollection": [self._someone_else(answer)]})
+        elif mode == "other_request":
+            answer = answer.model_copy(update={"MaYeuCau": secrets.token_hex(16)})
         envelope = _envelope(response_to_xml(answer))
         if mode == "wrong_shape":
             body = envelope.find(f"{{{SOAP_ENV_NS}}}Body")

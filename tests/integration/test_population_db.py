@@ -245,6 +245,36 @@ async def test_answers_the_gateway_must_refuse(rig: Rig, mode: str, slug: str) -
     assert r.status_code == 200 and r.json()["match"] is True
 
 
+@pytest.mark.parametrize("mode", ["other_citizen", "other_request"])
+@pytest.mark.parametrize("query", ["verify", "lookup", "lookup_legacy", "verify_unknown"])
+async def test_an_answer_about_someone_else_is_refused(rig: Rig, mode: str, query: str) -> None:
+    """A well-signed answer for another MaYeuCau or about another citizen never reaches the
+    caller: 502, with no personal data (neither the one asked for nor the stray one)."""
+    citizen = rig.remember(rig.population.pick(10, "legacy"))
+    assert citizen.SoCMND is not None
+    rig.simulator.controls.misbehave(mode, count=1)  # type: ignore[arg-type]
+    if query == "verify":
+        r = await rig.verify(rig.verify_body(citizen))
+    elif query == "verify_unknown":
+        unknown = rig.population.unknown_id()
+        r = await rig.verify(rig.verify_body(citizen, id_number=unknown, birth_date="1985"))
+    else:
+        key = "id_number" if query == "lookup" else "legacy_id_number"
+        number = citizen.SoDinhDanh if query == "lookup" else citizen.SoCMND
+        r = await rig.lookup({key: number, "purpose": purpose(), "fields": ["full_name"]})
+    assert r.status_code == 502, r.text
+    body = problem(r)
+    assert body["type"].endswith(":upstream-protocol-error")
+    stray = rig.population.people[0] if mode == "other_citizen" else citizen
+    for secret in (citizen.SoDinhDanh, citizen.SoCMND, stray.SoDinhDanh, stray.HoVaTen.Ten):
+        assert secret not in r.text
+    rig.remember(stray)
+    assert rig.attempts() == 1
+    # the same query answered properly goes through
+    r = await rig.verify(rig.verify_body(citizen))
+    assert r.status_code == 200 and r.json()["match"] is True
+
+
 async def test_sandbox_garbled_answer_is_refused(rig: Rig) -> None:
     rig.fault(malformed_rate=1.0, count=1)
     r = await rig.verify(rig.verify_body(rig.population.pick(7)))
