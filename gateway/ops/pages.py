@@ -7,8 +7,10 @@ they are audited the same way, with the operator's client id.
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
+import secrets
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from urllib.parse import urlencode
 
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
@@ -40,6 +43,11 @@ __all__ = ["CSRF_HEADER", "TEMPLATE_DIR", "routes", "session_credentials"]
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 LANG_COOKIE = "dvcgw_lang"
+#: the sign-in form's CSRF token before there is a session (double-submit cookie): without it
+#: another site could post its own key to /ops/login and sign the operator's browser in as
+#: its client (login CSRF), so what the operator then does lands under the wrong identity
+LOGIN_CSRF_COOKIE = "dvcgw_login_csrf"
+_LOGIN_CSRF = re.compile(r"^[A-Za-z0-9_-]{43}$")
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ERROR_FLASHES = frozenset({"not_dead", "csrf_failed", "bad_key", "no_ops_scope", "need_ops_write"})
@@ -73,6 +81,7 @@ async def _render(
     runtime: Runtime,
     name: str,
     page: str,
+    cookies: list[Cookie] | None = None,
     **context: Any,
 ) -> Template:
     lang = _lang(request, runtime)
@@ -111,10 +120,8 @@ async def _render(
         ctx["flash"] = t(flash)
         ctx["flash_kind"] = "error" if flash in _ERROR_FLASHES else "ok"
     ctx.update(context)
-    cookies = []
+    cookies = list(cookies or [])
     if request.query_params.get("lang") in LANGUAGES:
-        from litestar.datastructures import Cookie
-
         cookies.append(
             Cookie(key=LANG_COOKIE, value=lang, httponly=True, samesite="strict", path="/ops")
         )
@@ -159,7 +166,39 @@ async def session_credentials(connection: ASGIConnection[Any, Any, Any, Any]) ->
 @get("/ops/login", opt={"anonymous": True}, include_in_schema=False)
 async def login_page(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
     nxt = request.query_params.get("next") or "/ops"
-    return await _render(request, runtime, "login.html", "login", next_url=_safe_next(nxt))
+    # one token per browser, kept across re-renders (a second tab, a wrong key) so an open
+    # form never goes stale
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+    if not _LOGIN_CSRF.match(token):
+        token = secrets.token_urlsafe(32)
+    cookie = Cookie(
+        key=LOGIN_CSRF_COOKIE,
+        value=token,
+        httponly=True,
+        samesite="strict",
+        secure=_is_secure(request),
+        path="/ops/login",
+    )
+    return await _render(
+        request,
+        runtime,
+        "login.html",
+        "login",
+        cookies=[cookie],
+        next_url=_safe_next(nxt),
+        login_csrf=token,
+    )
+
+
+def _login_csrf_ok(request: Request[Any, Any, Any], presented: str | None) -> bool:
+    """The form's hidden token equals the cookie's: a cross-site form can set neither (the
+    cookie is SameSite=Strict and HttpOnly, and another site cannot read our page)."""
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+    return (
+        bool(_LOGIN_CSRF.match(expected))
+        and bool(presented)
+        and hmac.compare_digest(expected, str(presented))
+    )
 
 
 def _safe_next(value: str) -> str:
@@ -178,6 +217,9 @@ async def login_submit(
     data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED),  # noqa: B008
 ) -> Response[Any]:
     lang = _lang(request, runtime)
+    if not _login_csrf_ok(request, data.get("csrf_token")):
+        query = urlencode({"flash": "csrf_failed", "lang": lang})
+        return Redirect(f"/ops/login?{query}", status_code=303)
     runtime.clients.refresh()
     client = runtime.clients.by_key(data.get("api_key", "").strip())
     if client is None or "ops:read" not in client.scopes:
@@ -194,6 +236,8 @@ async def login_submit(
         secure=_is_secure(request),
         path="/ops",
     )
+    # used up: the next sign-in form gets a fresh one
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ops/login")
     return response
 
 

@@ -141,6 +141,11 @@ def test_without_a_session_every_page_redirects_to_sign_in_and_the_api_is_401(
     page.click("#sign-in")
     expect(page.locator(".flash.error")).to_have_text("Khóa không hợp lệ.")
     assert urlsplit(page.url).path == "/ops/login"
+    # a sign-in posted without the form's CSRF token (login CSRF: another site signing this
+    # browser in with its own key) is refused, even with a good key
+    r = page.request.post("/ops/login", form={"api_key": gateway.ops_key, "next": "/ops"})
+    assert "flash=csrf_failed" in r.url, r.url
+    assert page.request.get("/ops/api/queues").status == 401
 
 
 def test_sign_in_shows_both_systems_up_and_the_queues(page: Page, gateway: Gateway) -> None:

@@ -74,8 +74,21 @@ async def _client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
         await runtime.stop()
 
 
+async def _login_form_token(client: httpx.AsyncClient) -> str:
+    """The sign-in form's hidden CSRF token (its twin cookie is now in the client's jar)."""
+    form = await client.get("/ops/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert found, "the sign-in form carries a CSRF token"
+    return found.group(1)
+
+
+async def _post_login(client: httpx.AsyncClient, key: str, **extra: str) -> httpx.Response:
+    token = await _login_form_token(client)
+    return await client.post("/ops/login", data={"api_key": key, "csrf_token": token, **extra})
+
+
 async def _sign_in(client: httpx.AsyncClient, key: str) -> str:
-    r = await client.post("/ops/login", data={"api_key": key, "next": "/ops"})
+    r = await _post_login(client, key, next="/ops")
     assert r.status_code == 303
     assert r.headers["location"] == "/ops"
     cookie = r.headers["set-cookie"]
@@ -128,10 +141,10 @@ async def test_without_a_session_pages_redirect_and_the_ops_api_is_401(app: Lite
 
 async def test_a_bad_key_or_a_key_without_ops_scope_cannot_sign_in(app: Litestar) -> None:
     async with _client(app) as client:
-        r = await client.post("/ops/login", data={"api_key": "nope"})
+        r = await _post_login(client, "nope")
         assert r.status_code == 303
         assert "flash=bad_key" in r.headers["location"]
-        r = await client.post("/ops/login", data={"api_key": API_KEY})
+        r = await _post_login(client, API_KEY)
         assert "flash=no_ops_scope" in r.headers["location"]
         assert (await client.get("/ops", follow_redirects=False)).status_code == 303
 
@@ -151,6 +164,36 @@ async def test_sign_in_then_every_page_renders_in_vietnamese_and_english(app: Li
             assert (await client.get(path)).status_code == 200, path
         # the ops API accepts the session too
         assert (await client.get("/ops/api/audit")).status_code == 200
+
+
+async def test_the_sign_in_form_refuses_a_post_without_its_csrf_token(app: Litestar) -> None:
+    """Login CSRF: another site must not be able to sign the operator's browser in with a
+    key of its own. The form's token is a double-submit cookie (SameSite=Strict, HttpOnly)."""
+    async with _client(app) as client:
+        form = await client.get("/ops/login")
+        cookie = next(
+            c for c in form.headers.get_list("set-cookie") if c.startswith("dvcgw_login_csrf=")
+        )
+        assert "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
+        token = await _login_form_token(client)
+        assert token in cookie, "the same token in the cookie and in the form"
+        # without the field, with a forged one, and with the field but no cookie (a cross-site
+        # form can set the field, never the cookie): refused, no session
+        for data in ({}, {"csrf_token": "x" * 43}):
+            r = await client.post("/ops/login", data={"api_key": WRITE_KEY, **data})
+            assert r.status_code == 303
+            assert "flash=csrf_failed" in r.headers["location"]
+            assert "dvcgw_ops=" not in r.headers.get("set-cookie", "")
+        client.cookies.clear()
+        r = await client.post("/ops/login", data={"api_key": WRITE_KEY, "csrf_token": token})
+        assert "flash=csrf_failed" in r.headers["location"]
+        assert (await client.get("/ops", follow_redirects=False)).status_code == 303
+        # the refusal is said on the form
+        page = await client.get("/ops/login?flash=csrf_failed")
+        assert "Phiên làm việc không hợp lệ" in page.text
+        # with both, the sign-in works
+        await _sign_in(client, WRITE_KEY)
 
 
 async def test_sign_out_ends_the_session(app: Litestar) -> None:
