@@ -105,6 +105,11 @@ class SigningService:
         verifier = self.verifier(peer)
         return await self._run(partial(verifier.verify, data, detached_content=detached_content))
 
+    async def verify_with(self, verifier: XmlVerifier, data: bytes) -> VerifiedDocument:
+        """Verify with a verifier the caller built (an adapter's own pin, e.g. the sandbox's
+        simulator certificate), on this service's thread pool."""
+        return await self._run(partial(verifier.verify, data))
+
     async def _run(self, job: Callable[[], _T]) -> _T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor(), job)
