@@ -18,6 +18,7 @@ from the outbound layer unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -40,7 +41,9 @@ from gateway.errors import (
     XmlRejected,
 )
 from gateway.outbound import OutboundClient
-from signing.keys import ensure_dev_pki
+from signing.keys import ensure_dev_pki, load_certificates
+from signing.service import SigningService
+from signing.verify import XmlVerifier
 from signing.xml import parse_xml, zeep_settings
 
 from .auth import TokenSource
@@ -50,8 +53,15 @@ from .soapsig import ServiceSigning, envelope_around
 
 if TYPE_CHECKING:
     from gateway.adapters import AdapterContext
+    from gateway.settings import Settings
 
-__all__ = ["BINDING", "PopulationDbClient", "SoapTransport", "build_client"]
+__all__ = [
+    "BINDING",
+    "PopulationDbClient",
+    "SoapTransport",
+    "build_client",
+    "response_verifier",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -258,18 +268,18 @@ def build_client(
     if (config.sign_requests or config.verify_responses) and settings.environment == "sandbox":
         # the sandbox makes its development PKI on demand; production keys are the operator's
         ensure_dev_pki(settings.signing.dev_pki_dir, [name])
-    # the registry's policy is [signing.peers.<name>] when configured (pinned certificates),
-    # else any certificate chaining to the trust store
+    # the registry's policy is [signing.peers.<name>] when configured (pinned certificates)
     peer = name if name in signing.peers() else None
     if config.sign_requests:
         signing.signer()  # load the key now: a missing key fails the start, not a query
-    if config.verify_responses:
+    verifier = response_verifier(name, config, settings, signing) if peer is None else None
+    if config.verify_responses and verifier is None:
         signing.verifier(peer)
     transport = SoapTransport(
         system=name,
         outbound=outbound,
         tokens=tokens,
-        crypto=ServiceSigning(signing, peer=peer),
+        crypto=ServiceSigning(signing, peer=peer, verifier=verifier),
         sign_requests=config.sign_requests,
         verify_responses=config.verify_responses,
     )
@@ -277,3 +287,35 @@ def build_client(
         system=name, service_url=outbound.base_url + config.soap_path, transport=transport
     )
     return client
+
+
+def response_verifier(
+    name: str, config: PopulationDbConfig, settings: Settings, signing: SigningService
+) -> XmlVerifier | None:
+    """The verifier of the registry's answers when ``[signing.peers.<name>]`` pins nothing.
+
+    Without a pin, any certificate chaining to the trust store would pass as the registry's:
+    in the sandbox that includes the gateway's own key and every other simulator's. So the
+    sandbox pins the population_db simulator's development certificate (the one the sandbox
+    signs its answers with, ``<dev_pki_dir>/simulators/<name>.cert.pem``); elsewhere the
+    operator must pin the registry's certificate, and start-up says so loudly."""
+    if not config.verify_responses:
+        return None
+    if settings.environment == "sandbox":
+        pki = ensure_dev_pki(settings.signing.dev_pki_dir, [name])
+        pinned = tuple(load_certificates(pki.simulator(name).cert_path))
+        policy = dataclasses.replace(
+            signing.policy(None, signing.trust()), pinned=pinned, peer=name
+        )
+        return XmlVerifier(policy)
+    log.warning(
+        "population_db.responses_not_pinned",
+        adapter=name,
+        detail=(
+            f"verify_responses is on but [signing.peers.{name}] pins no certificate: any "
+            "certificate chaining to [signing] trust_paths is accepted as the registry's "
+            f"signature; set [signing.peers.{name}] pinned_certificates to the registry's "
+            "certificate"
+        ),
+    )
+    return None

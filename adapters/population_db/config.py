@@ -37,7 +37,8 @@ class PopulationDbConfig(AdapterConfig):
     #: require and verify the registry's signature on answers
     verify_responses: bool = True
     # which signatures of the registry are accepted is [signing.peers.population_db]
-    # (pinned_certificates); without it, any certificate chaining to [signing] trust_paths
+    # (pinned_certificates); without it the sandbox pins its simulator's certificate, and
+    # elsewhere any certificate chaining to [signing] trust_paths passes (warned at start-up)
     #: the cached token is renewed this many seconds before it expires
     token_refresh_margin_seconds: float = Field(30.0, ge=0)
     #: compare names without diacritics (for peers that send unaccented capitals)

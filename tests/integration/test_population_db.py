@@ -33,8 +33,11 @@ from support.population_db_rig import (
 )
 
 from adapters.population_db.adapter import PopulationDbAdapter
+from adapters.population_db.soapsig import EnvelopeSigning
 from gateway.audit import Auditor
 from gateway.store.base import AuditQuery
+from signing.keys import ensure_dev_pki
+from signing.sign import XmlSigner
 from signing.xml import resolver_calls
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -273,6 +276,27 @@ async def test_an_answer_about_someone_else_is_refused(rig: Rig, mode: str, quer
     # the same query answered properly goes through
     r = await rig.verify(rig.verify_body(citizen))
     assert r.status_code == 200 and r.json()["match"] is True
+
+
+@pytest.mark.parametrize("signer", ["gateway", "national_portal"])
+async def test_the_sandbox_accepts_only_the_registry_simulators_signature(
+    rig: Rig, signer: str
+) -> None:
+    """No [signing.peers.population_db] here: the sandbox pins the simulator's certificate, so
+    an answer signed by another key of the same development CA (the gateway's own, another
+    simulator's) is refused although it chains to the trust store."""
+    pki = ensure_dev_pki(rig.pki.directory, [signer] if signer != "gateway" else [])
+    files = pki.gateway if signer == "gateway" else pki.simulator(signer)
+    assert "population_db" not in rig.settings.signing.peers
+    genuine = rig.simulator.signer
+    rig.simulator.signer = EnvelopeSigning(XmlSigner(files.load())).sign
+    try:
+        r = await rig.verify(rig.verify_body(rig.population.pick(11)))
+    finally:
+        rig.simulator.signer = genuine
+    assert r.status_code == 502, r.text
+    assert problem(r)["signature_problem"] == "signature-untrusted"
+    assert (await rig.verify(rig.verify_body(rig.population.pick(11)))).status_code == 200
 
 
 async def test_sandbox_garbled_answer_is_refused(rig: Rig) -> None:
