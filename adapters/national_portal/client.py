@@ -6,7 +6,9 @@ own: the session (cached in the store so every instance and worker shares one, r
 the portal rejects it), the envelope ``{session, madonvi, service, ...}`` and the meaning of
 ``error_code``: 0/"00" success, a session code -> log in again and repeat once, anything else
 a business rejection (``UpstreamRejected``, permanent: its job is dead-lettered with the
-portal's message). Every exchange is audited (never the payload, only its SHA-256).
+portal's message). An HTTP error other than 401/403, or an answer that is not the expected
+JSON, is a transport fault (``UpstreamUnavailable``: the job retries). Every exchange is
+audited (never the payload, only its SHA-256).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from adapters.national_portal.models import PortalReply
 from gateway.errors import (
     GatewayError,
     UpstreamAuthFailed,
-    UpstreamProtocolError,
     UpstreamRejected,
     UpstreamUnavailable,
 )
@@ -192,15 +193,20 @@ class PortalClient:
             raise UpstreamAuthFailed(
                 f"{operation}: the portal answered HTTP {status}", system=SYSTEM
             )
+        # The portal answers its business refusals as HTTP 200 with an error_code; another 4xx
+        # (a proxy, a gateway in front of it) or a garbled body is a transport fault: retried
         if status >= 400:
-            raise UpstreamProtocolError(
-                f"{operation}: the portal answered HTTP {status}", system=SYSTEM
+            raise UpstreamUnavailable(
+                f"{operation}: the portal answered HTTP {status} (transport fault, retried)",
+                system=SYSTEM,
             )
         try:
             return PortalReply.model_validate(json.loads(content))
         except ValueError:
-            raise UpstreamProtocolError(
-                f"{operation}: the portal's answer is not the expected JSON", system=SYSTEM
+            raise UpstreamUnavailable(
+                f"{operation}: the portal's answer is not the expected JSON "
+                "(transport fault, retried)",
+                system=SYSTEM,
             ) from None
 
     async def _audit(

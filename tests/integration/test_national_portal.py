@@ -263,6 +263,33 @@ async def test_a_retried_job_does_not_send_confirmed_chunks_again(rig: Rig) -> N
     assert services.count("DongBoHoSoMC") == 1
 
 
+async def test_garbled_answers_and_proxy_4xx_are_retried_not_dead_lettered(rig: Rig) -> None:
+    # the portal applies DongBoHoSoMC but its answer arrives garbled (HTTP 200, not JSON)
+    await rig.fault("DongBoHoSoMC", {"malformed_rate": 1.0, "count": 1})
+    code = dossier_code(460)
+    r = await rig.put_dossier(code, dossier_body("received"))
+    [job] = await rig.wait_jobs([r.json()["job_id"]])
+    assert job.attempt_count == 2
+    assert job.attempts[0].retryable is True
+    assert "not the expected JSON" in (job.attempts[0].error or "")
+    stored = await rig.portal_dossier(code)
+    assert stored is not None and stored["history"] == ["received"]
+
+    # a proxy in front of the portal answers 404 twice: a transport fault, not a rejection
+    r = await rig.http.post(
+        f"{rig.portal}/_state/fail",
+        json={"service": "CapNhatTienDoHoSoMC", "after": 0, "times": 2, "status": 404},
+    )
+    assert r.status_code == 200
+    r = await rig.post_progress(code, [progress_record("processing", 1)])
+    [job] = await rig.wait_jobs([r.json()["job_id"]])
+    assert job.attempt_count == 3
+    assert all(a.retryable for a in job.attempts[:2])
+    stored = await rig.portal_dossier(code)
+    assert stored is not None and stored["history"] == ["received", "processing"]
+    assert len(stored["progress"]) == 1
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_catalogue_is_served_stale_while_the_portal_is_down(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
