@@ -87,8 +87,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: signs a whole SOAP envelope, returns the serialised document
 EnvelopeSigner = Callable[[etree._Element], bytes]
-#: checks a received document's signature; raises a gateway error when it does not verify
-EnvelopeVerifier = Callable[[bytes], None]
+#: checks a received document's signature and returns the SOAP Body it signed (re-parsed from
+#: the digested bytes); raises a gateway error when it does not verify
+EnvelopeVerifier = Callable[[bytes], etree._Element]
 
 ResponseMode = Literal[
     "normal",  # a signed, valid answer
@@ -295,11 +296,15 @@ class PopulationSimulator:
             return _fault("Client", f"the envelope was refused: {exc.detail}")
         if self.request_verifier is not None:
             try:
-                self.request_verifier(body)
+                signed = self.request_verifier(body)
             except GatewayError as exc:
                 return _fault("Client", f"the request signature did not verify: {exc.detail}")
             self.controls.signed_requests_verified += 1
-        operation = _body_child(envelope)
+            # only what the signature covers is read: the envelope's own Body may be a forgery
+            # next to a signed Body moved elsewhere (signature wrapping)
+            operation = _only_child(signed)
+        else:
+            operation = _body_child(envelope)
         if operation is None:
             return _fault("Client", "the envelope has no body element")
         problem = self._schema_problem(operation)
@@ -314,8 +319,8 @@ class PopulationSimulator:
 
     def _schema_problem(self, element: etree._Element) -> str | None:
         if self._schema is None:
-            self._schema = etree.XMLSchema(etree.parse(str(XSD_PATH)))
-        document = etree.ElementTree(etree.fromstring(etree.tostring(element)))
+            self._schema = etree.XMLSchema(parse_xml(XSD_PATH.read_bytes()))
+        document = etree.ElementTree(parse_xml(etree.tostring(element)))
         if self._schema.validate(document):
             return None
         error = self._schema.error_log.last_error  # type: ignore[attr-defined]
@@ -403,6 +408,10 @@ def _body_child(envelope: etree._Element) -> etree._Element | None:
     body = envelope.find(f"{{{SOAP_ENV_NS}}}Body")
     if body is None:
         return None
+    return _only_child(body)
+
+
+def _only_child(body: etree._Element) -> etree._Element | None:
     children = [c for c in body if isinstance(c.tag, str)]
     return children[0] if len(children) == 1 else None
 
@@ -472,8 +481,8 @@ def build_simulator(ctx: SimulatorContext, *, size: int = DEFAULT_SIZE) -> Popul
             )
         )
 
-        def verify(data: bytes) -> None:
-            checker.verify(data)
+        def verify(data: bytes) -> etree._Element:
+            return checker.verify(data)
 
     return PopulationSimulator(
         seed=ctx.seed,

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from lxml import etree
 from support.population_db_rig import (
     FULL,
     LOOKUP_ONLY,
@@ -33,6 +34,8 @@ from support.population_db_rig import (
 )
 
 from adapters.population_db.adapter import PopulationDbAdapter
+from adapters.population_db.config import SANDBOX_CONSUMER_SECRET
+from adapters.population_db.models import SOAP_ENV_NS, YeuCauTraCuu, request_to_xml
 from adapters.population_db.soapsig import EnvelopeSigning
 from gateway.audit import Auditor
 from gateway.store.base import AuditQuery
@@ -297,6 +300,52 @@ async def test_the_sandbox_accepts_only_the_registry_simulators_signature(
     assert r.status_code == 502, r.text
     assert problem(r)["signature_problem"] == "signature-untrusted"
     assert (await rig.verify(rig.verify_body(rig.population.pick(11)))).status_code == 200
+
+
+async def test_a_wrapped_request_is_answered_for_the_signed_body_only(rig: Rig) -> None:
+    """Signature wrapping against the registry: the gateway-signed Body (asking for one
+    citizen) moved into a Header wrapper, a forged unsigned Body asking for another put in its
+    place. The simulator must read only what the signature covers."""
+    asked = rig.remember(rig.population.pick(12))
+    forged = rig.remember(rig.population.pick(13))
+    base = f"{rig.sandbox_url}/population_db"
+    grant = await rig.http.post(
+        f"{base}/token",
+        data={"grant_type": "client_credentials"},
+        auth=("dvc-gateway", SANDBOX_CONSUMER_SECRET),
+    )
+    token = grant.json()["access_token"]
+
+    def query(citizen: Any) -> etree._Element:
+        return request_to_xml(
+            YeuCauTraCuu(
+                MaYeuCau="wrapping-test",
+                MaDVC=purpose()["procedure_code"],
+                MaTichHop="000000",
+                MaDonVi="000.00.00.H47",
+                MaCanBo=purpose()["officer_id"],
+                SoDinhDanh=citizen.SoDinhDanh,
+            )
+        )
+
+    envelope = etree.Element(f"{{{SOAP_ENV_NS}}}Envelope", nsmap={"soap": SOAP_ENV_NS})
+    etree.SubElement(envelope, f"{{{SOAP_ENV_NS}}}Body").append(query(asked))
+    signed = etree.fromstring(EnvelopeSigning(XmlSigner(rig.pki.gateway.load())).sign(envelope))
+    header, body = signed.find(f"{{{SOAP_ENV_NS}}}Header"), signed.find(f"{{{SOAP_ENV_NS}}}Body")
+    assert header is not None and body is not None
+    etree.SubElement(header, "{urn:attacker}Wrapper").append(body)  # moves the signed Body
+    etree.SubElement(signed, f"{{{SOAP_ENV_NS}}}Body").append(query(forged))
+    r = await rig.http.post(
+        f"{base}/soap",
+        content=etree.tostring(signed),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/xml; charset=utf-8"},
+    )
+    assert forged.SoDinhDanh not in r.text
+    assert forged.HoVaTen.Ten not in r.text or forged.HoVaTen.Ten == asked.HoVaTen.Ten
+    if r.status_code == 200:  # answered: for the signed request, nothing else
+        assert asked.SoDinhDanh in r.text
+    else:
+        assert r.status_code == 500 and "Fault" in r.text
 
 
 async def test_sandbox_garbled_answer_is_refused(rig: Rig) -> None:

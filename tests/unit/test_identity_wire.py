@@ -187,8 +187,8 @@ async def sim(pki: DevPki) -> AsyncIterator[Sim]:
         XmlVerifier(VerificationPolicy(trust=TrustStore.from_paths([pki.ca.cert_path])))
     )
 
-    def verify_request(data: bytes) -> None:
-        checker.verify(data)
+    def verify_request(data: bytes) -> etree._Element:
+        return checker.verify(data)
 
     app = PopulationSimulator(
         seed=SEED,
