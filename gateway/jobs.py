@@ -39,6 +39,7 @@ from gateway.errors import CircuitOpen, GatewayError, Overloaded, StoreUnavailab
 from gateway.observability import request_id_var
 from gateway.settings import JobKindPolicy, JobSettings
 from gateway.store.base import Attempt, Job, NewJob, QueueFull, Store
+from gateway.store.ids import new_id
 
 if TYPE_CHECKING:
     from gateway.adapters import AdapterRegistry
@@ -66,6 +67,9 @@ JobHandler = Callable[[Job], Awaitable[dict[str, Any] | None]]
 
 #: Retry-After given to callers when a kind's bounded queue is full
 OVERLOADED_RETRY_AFTER = 30.0
+#: how long the id of an outcome event that could not be published is remembered (the job
+#: runs again long before: it is deferred by seconds, at most by its kind's backoff_max)
+OUTCOME_EVENT_ID_TTL = 7 * 86400.0
 #: how long a job waits when its circuit is open and the error names no Retry-After
 DEFAULT_DEFER_SECONDS = 5.0
 
@@ -122,7 +126,12 @@ class EventSink(Protocol):
     """What the worker needs of ``gateway.webhooks.EventPublisher``."""
 
     async def publish(
-        self, type: str, data: dict[str, Any], *, subject: str | None = None
+        self,
+        type: str,
+        data: dict[str, Any],
+        *,
+        subject: str | None = None,
+        event_id: str | None = None,
     ) -> object: ...
 
 
@@ -519,11 +528,14 @@ class WorkerPool:
         lease_until: float,
     ) -> None:
         attempt = Attempt(at=started, request_id=request_id)
-        await self._publish(
+        unpublished = await self._publish(
             job,
             "job.succeeded",
             {"result": result, "attempts": job.attempt_count + 1},
         )
+        if unpublished is not None:
+            await self._give_back_unpublished(job, owner, unpublished)
+            return
         done = await self._store_call(
             lambda: self.store.jobs.ack(
                 job.id, owner, now=time.time(), attempt=attempt, result=result
@@ -579,7 +591,7 @@ class WorkerPool:
                 reason=plan.reason,
             )
             return
-        await self._publish(
+        unpublished = await self._publish(
             job,
             "job.failed",
             {
@@ -588,6 +600,9 @@ class WorkerPool:
                 "attempts": job.attempt_count + 1,
             },
         )
+        if unpublished is not None:
+            await self._give_back_unpublished(job, owner, unpublished)
+            return
         await self._store_call(
             lambda: self.store.jobs.dead_letter(job.id, owner, now=time.time(), attempt=attempt),
             lease_until,
@@ -621,20 +636,65 @@ class WorkerPool:
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, 1.0)
 
-    async def _publish(self, job: Job, event_type: str, extra: dict[str, Any]) -> None:
+    async def _publish(self, job: Job, event_type: str, extra: dict[str, Any]) -> Exception | None:
+        """Publish the job's outcome event before the job is settled; None when done.
+
+        A failure (the webhook queue full, the store down) is returned, not swallowed: the
+        caller then gives the job back instead of settling it, so the outcome is published
+        when it runs again. The id is remembered, so an event appended before its deliveries
+        failed is finished on the next run (same id, one delivery per endpoint), never
+        appended a second time."""
         # events go to the provincial system about its own commands only; internal jobs
         # (webhook deliveries, schedules) have no client and would otherwise feed back
         if job.client_id is None:
-            return
+            return None
         sink = self._events()
         if sink is None:
-            return
+            return None
         data = {"job_id": job.id, "kind": job.kind, "client_id": job.client_id, **extra}
+        # one outcome = one run past the job's recorded attempts; a give-back records none
+        key = f"jobs:outcome-event:{job.id}:{event_type}:{job.attempt_count}"
+        event_id: str | None = None
         try:
-            await sink.publish(event_type, data, subject=job.ordering_key)
-        except Exception:
-            # if the store is down the ack fails too and the job (and its event) runs again
-            log.exception("publishing a job event failed", job_id=job.id, type=event_type)
+            event_id = await self._known_outcome_event(key)
+            fresh = event_id is None
+            if event_id is None:
+                event_id = new_id()
+            await sink.publish(event_type, data, subject=job.ordering_key, event_id=event_id)
+        except Exception as exc:
+            log.warning(
+                "publishing a job event failed; the job will run again",
+                job_id=job.id,
+                type=event_type,
+                error_type=type(exc).__name__,
+            )
+            if event_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.set(key, event_id.encode("ascii"), ttl=OUTCOME_EVENT_ID_TTL)
+            return exc
+        if not fresh:
+            with contextlib.suppress(Exception):
+                await self.store.delete(key)
+        return None
+
+    async def _known_outcome_event(self, key: str) -> str | None:
+        """The id of this outcome's event if an earlier run appended it (None: a new id)."""
+        raw = await self.store.get(key)
+        if raw is None:
+            return None
+        event_id = raw.decode("ascii")
+        # appended? then finish it under its id; if not, a fresh id keeps the feed's cursor
+        # order (an old id could sort before a cursor that already moved on)
+        return event_id if await self.store.events.get(event_id) is not None else None
+
+    async def _give_back_unpublished(self, job: Job, owner: str, error: Exception) -> None:
+        """Give the job back unsettled, without counting an attempt, to publish its outcome
+        on the next run: the handler runs again (commands are delivered at least once)."""
+        policy = self.queue.policy(job.kind)
+        retry_after = getattr(error, "retry_after", None)
+        wait = retry_after if isinstance(retry_after, int | float) else policy.backoff_initial
+        await self._defer(job, owner, time.time() + max(0.05, min(wait, policy.backoff_max)))
+        JOBS_FINISHED.labels(job.kind, "unpublished").inc()
 
     async def _stats_loop(self, every: float = 15.0) -> None:
         while not self._stopping.is_set():

@@ -340,3 +340,70 @@ async def test_client_commands_publish_job_events_internal_jobs_do_not(store: St
     assert failed.data["error"] == "status transition refused"
     assert failed.data["error_type"] == "upstream-rejected"
     assert failed.data["attempts"] == 1
+
+
+async def test_an_outcome_the_full_webhook_queue_refuses_is_not_lost(store: Store) -> None:
+    """The webhook queue is full when a command succeeds: the job is not acknowledged without
+    its event; it runs again once there is room, and the event (appended once, one id) gets
+    its delivery."""
+    import base64
+
+    from gateway.settings import WebhookSettings
+    from gateway.webhooks import DELIVER_KIND, EventPublisher
+
+    settings = job_settings(policies={DELIVER_KIND: {**FAST.model_dump(), "max_queued": 1}})
+    queue = JobQueue(settings, store)
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    publisher = EventPublisher(
+        store,
+        WebhookSettings.model_validate(
+            {"endpoints": [{"id": "province", "url": "http://127.0.0.1:9/", "secret": secret}]}
+        ),
+        queue,
+    )
+    release = asyncio.Event()
+    delivered: list[str] = []
+    runs: list[str] = []
+
+    async def deliver(job: Job) -> None:
+        if job.payload.get("event_id") == "filler":
+            await release.wait()
+        else:
+            delivered.append(str(job.payload["event_id"]))
+
+    async def push(job: Job) -> dict[str, object]:
+        runs.append(job.id)
+        return {"receipt": "R-1"}
+
+    queue.register_handler(DELIVER_KIND, deliver)
+    queue.register_handler("portal.push", push)
+    pool = WorkerPool(queue, concurrency=3, events=lambda: publisher)
+    pool.start()
+    try:
+        # two fillers of one ordering key: the first blocks a worker, the second stays
+        # queued behind it, so the bounded webhook queue (1) is full
+        first = await queue.enqueue(DELIVER_KIND, {"event_id": "filler"}, ordering_key="hold")
+        await wait_for_state(store, first.id, {JobState.LEASED})
+        await queue.enqueue(DELIVER_KIND, {"event_id": "filler"}, ordering_key="hold")
+        job = await queue.enqueue("portal.push", {}, client_id="dossier-system")
+        deadline = time.monotonic() + 10.0
+        while len(runs) < 2:  # it ran, could not publish, was given back and ran again
+            assert time.monotonic() < deadline, "the job was not given back"
+            await asyncio.sleep(0.02)
+        held = await store.jobs.get(job.id)
+        assert held is not None and held.state != JobState.SUCCEEDED
+        assert held.attempt_count == 0  # giving back is no failed attempt
+        release.set()
+        done = await wait_for_state(store, job.id, {JobState.SUCCEEDED})
+        assert done.attempt_count == 1
+        events = [e for e in await store.events.list_after(None, limit=100)]
+        assert [e.type for e in events] == ["job.succeeded"]  # appended once, not per run
+        deadline = time.monotonic() + 10.0
+        while not delivered:
+            assert time.monotonic() < deadline, "the outcome event was never delivered"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert delivered == [events[0].id]
+    finally:
+        release.set()
+        await pool.stop()
