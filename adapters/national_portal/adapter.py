@@ -43,6 +43,7 @@ from gateway.adapters import (
     ScheduledJob,
     SimulatorContext,
 )
+from gateway.callbacks import IN_FLIGHT_RETRY_AFTER, TAKEOVER_SECONDS
 from gateway.capabilities.dossiers import (
     UNIT_CODE_PATTERN,
     AcceptedCommand,
@@ -67,6 +68,7 @@ from gateway.errors import (
     ConfigurationError,
     Conflict,
     GatewayError,
+    IdempotencyInFlight,
     NotFound,
     UpstreamError,
     UpstreamRejected,
@@ -726,15 +728,54 @@ class NationalPortalAdapter(Adapter):
         return {"procedures": len(items), "details": len(items) - failed, "failed": failed}
 
     # attachments of dossiers received from the national side ----------------------
-    async def store_attachment(
+    def attachment_link(
         self, code: str, name: str, media_type: str, content: bytes
     ) -> AttachmentLink:
         digest = hashlib.sha256(content).hexdigest()
-        ttl = self.config.attachment_retention_days * 86400.0
-        await self.context.store.set(_key("attachment", digest), content, ttl=ttl)
         url = f"{self.context.settings.public_url()}/v1/dossiers/{code}/attachments/{digest}"
         return AttachmentLink(
             id=digest, name=name, media_type=media_type, size=len(content), sha256=digest, url=url
+        )
+
+    async def store_attachment(
+        self, code: str, name: str, media_type: str, content: bytes
+    ) -> AttachmentLink:
+        link = self.attachment_link(code, name, media_type, content)
+        ttl = self.config.attachment_retention_days * 86400.0
+        await self.context.store.set(_key("attachment", link.sha256), content, ttl=ttl)
+        return link
+
+    async def inbound(self, code: str, message_id: str) -> dict[str, Any] | None:
+        """What was stored for this push message of this dossier (None: not, or superseded)."""
+        raw = await self.context.store.get(_key("inbound", code))
+        doc: dict[str, Any] | None = json.loads(raw) if raw else None
+        return doc if doc and doc.get("message_id") == message_id else None
+
+    async def claim_inbound(self, message_id: str) -> bool:
+        """Whether this copy of a push is the first: only the first stores its dossier and
+        attachments (a later copy, even with another body, changes nothing stored).
+
+        A claim whose copy was not stored after ``TAKEOVER_SECONDS`` belonged to a process that
+        died: the next copy takes it over. One still being stored answers 409, retry shortly."""
+        store = self.context.store
+        key = _key("inbound-message", message_id)
+        ttl = self.context.settings.retention.callback_dedupe_days * 86400.0
+        for _ in range(2):
+            claim = json.dumps({"stored": False, "at": time.time()}).encode("utf-8")
+            if await store.set_if_absent(key, claim, ttl=ttl):
+                return True
+            raw = await store.get(key)
+            if raw is None:
+                continue  # expired between the two calls: claim again
+            doc = json.loads(raw)
+            if doc.get("stored"):
+                return False
+            if time.time() - float(doc.get("at", 0.0)) > TAKEOVER_SECONDS:
+                await store.set(key, claim, ttl=ttl)
+                return True
+            break
+        raise IdempotencyInFlight(
+            "this push is being accepted; retry shortly", retry_after=IN_FLIGHT_RETRY_AFTER
         )
 
     async def remember_inbound(
@@ -749,6 +790,12 @@ class NationalPortalAdapter(Adapter):
         ttl = self.config.attachment_retention_days * 86400.0
         await self.context.store.set(
             _key("inbound", dossier.code), json.dumps(doc).encode("utf-8"), ttl=ttl
+        )
+        stored = json.dumps({"stored": True, "at": time.time()}).encode("utf-8")
+        await self.context.store.set(
+            _key("inbound-message", message_id),
+            stored,
+            ttl=self.context.settings.retention.callback_dedupe_days * 86400.0,
         )
 
     async def attachment(self, code: str, attachment_id: str) -> Attachment:

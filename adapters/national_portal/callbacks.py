@@ -12,7 +12,8 @@ of the pipe-joined ``maGiaoDich|maHoSo|maTTHC|maDonVi|thoiGianGui|<SHA-256 hex o
 A message older or newer than the replay window is refused unless it is a copy of one
 already accepted (the portal retrying), which gets the stored answer.
 
-Each attachment is decoded, size-checked, digested (SHA-256) and kept in the store; the
+Each attachment is decoded, size-checked, digested (SHA-256) and, for the first copy of a
+``maGiaoDich`` only (a copy changes nothing stored), kept in the store; the
 provincial system receives a ``dossier.received`` event with links to fetch them from the
 gateway (scope ``dossiers:read``), never megabytes inline.
 """
@@ -211,17 +212,34 @@ async def receive_push(
             ValidationFailed.field("/hoSo", _safe(exc)), "bad dossier record"
         ) from None
 
-    links: list[AttachmentLink] = []
+    files: list[tuple[str, str, bytes]] = []
     for i, att in enumerate(push.tepDinhKem):
         pointer = f"/tepDinhKem/{i}/noiDung"
         try:
             content = _decode_attachment(att.noiDung, pointer, adapter.config.attachment_max_bytes)
         except (ValidationFailed, PayloadTooLarge) as exc:
             raise await refuse(exc, "bad attachment") from None
-        links.append(await adapter.store_attachment(dossier.code, att.tenTep, att.loaiTep, content))
+        files.append((att.tenTep, att.loaiTep, content))
 
     received_at = datetime.now(UTC)
-    await adapter.remember_inbound(dossier, links, message_id=push.maGiaoDich, at=received_at)
+    # dedupe before anything is stored: a copy (even with another body) changes nothing and
+    # gets the first copy's answer from the intake, which forwards nothing either
+    if await adapter.claim_inbound(push.maGiaoDich):
+        links = [
+            await adapter.store_attachment(dossier.code, name, media_type, content)
+            for name, media_type, content in files
+        ]
+        await adapter.remember_inbound(dossier, links, message_id=push.maGiaoDich, at=received_at)
+    else:
+        # the intake answers this copy with the first one's reply; should the first copy's
+        # process have died before publishing, the event carries what the first copy stored
+        stored = await adapter.inbound(dossier.code, push.maGiaoDich)
+        if stored is not None:
+            dossier = Dossier.model_validate(stored["dossier"])
+            links = [AttachmentLink.model_validate(a) for a in stored["attachments"]]
+            received_at = datetime.fromisoformat(stored["received_at"])
+        else:
+            links = [adapter.attachment_link(dossier.code, n, m, c) for n, m, c in files]
     reply = json.dumps(
         {
             "error_code": 0,

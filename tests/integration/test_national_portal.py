@@ -393,6 +393,52 @@ async def test_inbound_dossier_pushed_twice_produces_one_event(rig: Rig) -> None
     ]
 
 
+async def test_a_copy_with_another_body_changes_nothing_stored_and_forwards_nothing(
+    rig: Rig,
+) -> None:
+    from adapters.national_portal.simulator import PortalSimulator
+
+    sim = PortalSimulator(username="x", password="y", madonvi="000.00.00.H47")
+    push = sim.sample_push(12, message_id="DVCQG-copy-12")
+    r = await rig.http.post(
+        f"{rig.portal}/_state/push",
+        json={"push": push, "api_key": NATIONAL.key, "gateway_url": rig.gateway},
+    )
+    [first] = r.json()["answers"]
+    assert first["status"] == 200, first
+    code = push["maHoSo"]
+    state_url = f"{rig.gateway}/v1/dossiers/{code}"
+    before = (await rig.http.get(state_url, headers=READER.headers)).json()
+
+    # the same maGiaoDich again, with another summary and another file
+    other = dict(push, hoSo=dict(push["hoSo"], TrichYeuHoSo="Nội dung khác"))
+    other_file = b"%PDF-1.4\n% another file\n%%EOF\n"
+    other["tepDinhKem"] = [
+        {
+            "tenTep": "khac.pdf",
+            "loaiTep": "application/pdf",
+            "noiDung": base64.b64encode(other_file).decode(),
+        }
+    ]
+    r = await rig.http.post(
+        f"{rig.portal}/_state/push",
+        json={"push": other, "api_key": NATIONAL.key, "gateway_url": rig.gateway},
+    )
+    [second] = r.json()["answers"]
+    assert second == first  # the first copy's answer
+
+    after = (await rig.http.get(state_url, headers=READER.headers)).json()
+    assert after["received_from_national"] == before["received_from_national"]
+    assert after["received_from_national"]["summary"] != "Nội dung khác"
+    assert after["attachments"] == before["attachments"]
+    other_digest = hashlib.sha256(other_file).hexdigest()
+    assert await rig.runtime.store.get(f"national_portal:attachment:{other_digest}") is None
+    events = await rig.runtime.store.events.list_after(None, limit=100)
+    received = [e for e in events if e.type == "dossier.received"]
+    assert len(received) == 1
+    assert received[0].data["dossier"]["summary"] == before["received_from_national"]["summary"]
+
+
 async def test_inbound_push_with_a_bad_signature_or_oversized_file_is_refused(rig: Rig) -> None:
     from adapters.national_portal.simulator import PortalSimulator
 
