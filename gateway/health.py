@@ -102,8 +102,12 @@ class SystemHealth:
     probe_ok: bool | None
     probe_at: float | None
     probe_latency_ms: float | None
+    #: latency over the last 5 minutes
     p50_ms: float | None
     p95_ms: float | None
+    #: latency over the last hour (a slow spell that has passed still shows here)
+    p50_ms_1h: float | None
+    p95_ms_1h: float | None
     error_rate_5m: float | None
     error_rate_1h: float | None
     last_success: float | None
@@ -119,6 +123,10 @@ class SystemHealth:
     @property
     def error_rate_5m_pct(self) -> float | None:
         return None if self.error_rate_5m is None else self.error_rate_5m * 100
+
+    @property
+    def error_rate_1h_pct(self) -> float | None:
+        return None if self.error_rate_1h is None else self.error_rate_1h * 100
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -336,6 +344,8 @@ class HealthMonitor:
                     probe_latency_ms=probe.latency_ms if probe else None,
                     p50_ms=passive.p50_ms,
                     p95_ms=passive.p95_ms,
+                    p50_ms_1h=passive.p50_ms_1h,
+                    p95_ms_1h=passive.p95_ms_1h,
                     error_rate_5m=passive.error_rate_5m,
                     error_rate_1h=passive.error_rate_1h,
                     last_success=passive.last_success or (probe.at if probe and probe.ok else None),

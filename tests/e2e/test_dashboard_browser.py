@@ -164,7 +164,7 @@ def test_sign_in_shows_both_systems_up_and_the_queues(page: Page, gateway: Gatew
     )
     expect(page.locator("#queues")).to_be_visible()
     # times in Vietnam's format, dd/MM/yyyy HH:mm:ss
-    probe_time = system_card(page, "national_portal").locator("dd").nth(5)
+    probe_time = system_card(page, "national_portal").locator("dd.probe-at")
     expect(probe_time).to_have_text(re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d$"))
     screenshot(page, "02-overview-up")
 

@@ -25,7 +25,9 @@ WRITE_KEY = "ops-write-" + "w" * 40
 API_KEY = "dossier-system-" + "d" * 40
 
 
-def _settings(tmp_path: Path, backend: str, redis_url: str | None, prefix: str) -> Settings:
+def _settings(
+    tmp_path: Path, backend: str, redis_url: str | None, prefix: str, **extra: Any
+) -> Settings:
     store: dict[str, Any] = {"backend": backend, "sqlite_path": str(tmp_path / "g.db")}
     if redis_url:
         store.update(redis_url=redis_url, key_prefix=prefix)
@@ -46,6 +48,7 @@ def _settings(tmp_path: Path, backend: str, redis_url: str | None, prefix: str) 
             },
         ],
         jobs={"workers": 0, "scheduler_enabled": False},
+        **extra,
     )
 
 
