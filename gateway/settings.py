@@ -237,7 +237,7 @@ class AuditSettings(StrictModel):
 class RetentionSettings(StrictModel):
     finished_jobs_days: float = Field(7, gt=0)
     events_days: float = Field(30, gt=0)
-    idempotency_hours: float = Field(24, gt=0)
+    # idempotency records expire by their own TTL: ``jobs.idempotency_ttl``
     callback_dedupe_days: float = Field(30, gt=0)
     #: audit records older than this are purged, but only once exported
     audit_days: float = Field(365, gt=0)
@@ -287,10 +287,8 @@ class SandboxSettings(StrictModel):
 
 
 class OpsSettings(StrictModel):
+    #: how long an ops sign-in lasts (sessions live in the store, shared by every instance)
     session_ttl_seconds: int = Field(8 * 3600, ge=60)
-    #: key for signing ops session cookies; generated per start when absent (sessions then
-    #: do not survive a restart or span instances)
-    session_secret: SecretStr | None = None
     probe_interval_seconds: float = Field(15.0, gt=0)
     default_language: Literal["vi", "en"] = "vi"
 

@@ -172,14 +172,14 @@ def test_check_config_prints_the_effective_config_with_secrets_redacted(
     config.write_text(
         f'[store]\nbackend = "redis"\nredis_url_file = "{tmp_path / "redis.url"}"\n'
         '[security]\nidentifier_digest_key = "digest-key-secret-value"\n'
-        '[ops]\nsession_secret = "ops-session-secret-value"\n'
+        '[signing]\nkey_password = "signing-key-password-value"\n'
     )
     done = check_config(config, tmp_path, env={"GATEWAY_SERVER__PORT": "9999"})
     assert done.returncode == 0, done.stderr
     effective = json.loads(done.stdout)
     assert effective["server"]["port"] == 9999
     assert effective["store"]["redis_url"] == "redis://:**********@127.0.0.1:6379/3"
-    for secret in ("hunter2pw", "digest-key-secret-value", "ops-session-secret-value"):
+    for secret in ("hunter2pw", "digest-key-secret-value", "signing-key-password-value"):
         assert secret not in done.stdout + done.stderr
     assert "configuration OK" in done.stderr
 
@@ -195,6 +195,13 @@ def test_check_config_prints_the_effective_config_with_secrets_redacted(
         ("", {"GATEWAY_STORE_BACKEND": "redis"}, "GATEWAY_STORE_BACKEND: names no setting"),
         ("[adapters.no_such_system]\n", {}, "adapters.no_such_system: unknown adapter"),
         ('[capabilities]\nidentity = "ghost"\n', {}, "capabilities.identity: adapter 'ghost'"),
+        # settings nothing read, removed: one Idempotency-Key TTL, sessions in the store
+        (
+            "[retention]\nidempotency_hours = 24\n",
+            {},
+            "retention.idempotency_hours: Extra inputs are not permitted",
+        ),
+        ('[ops]\nsession_secret = "x"\n', {}, "ops.session_secret: Extra inputs are not permitted"),
     ],
 )
 def test_check_config_exits_2_naming_the_key_and_reason(
