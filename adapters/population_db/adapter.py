@@ -19,6 +19,7 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import structlog
@@ -54,7 +55,6 @@ from gateway.errors import (
     UpstreamFault,
     UpstreamProtocolError,
 )
-from gateway.observability import request_id_var
 from signing.keys import load_certificates
 
 from .client import PopulationDbClient, build_client
@@ -172,7 +172,7 @@ class PopulationDbAdapter(Adapter):
             if raw is not None:
                 result = Verification.model_validate_json(raw)
                 await self._audit(
-                    "identity.verify", request.purpose, request, caller, started,
+                    "identity.verify", request.purpose, request, caller, started, None,
                     outcome="ok", detail=_verdict(result), extra={"cache": "hit"},
                 )  # fmt: skip
                 return result
@@ -183,10 +183,11 @@ class PopulationDbAdapter(Adapter):
             full_name=request.full_name,
             birth_date=_wire_birth_date(request.birth_date),
         )
-        record = await self._query("identity.verify", wire, request.purpose, request, caller)
+        call = _Call(wire)
+        record = await self._query("identity.verify", call, request.purpose, request, caller)
         result = compare(request, record, self._options)
         await self._audit(
-            "identity.verify", request.purpose, request, caller, started,
+            "identity.verify", request.purpose, request, caller, started, call,
             outcome="ok", detail=_verdict(result),
             extra={"match": result.match, "mismatches": list(result.mismatches)},
         )  # fmt: skip
@@ -206,15 +207,16 @@ class PopulationDbAdapter(Adapter):
             id_number=request.id_number,
             legacy_id_number=None if request.id_number else request.legacy_id_number,
         )
-        record = await self._query("identity.lookup", wire, request.purpose, request, caller)
+        call = _Call(wire)
+        record = await self._query("identity.lookup", call, request.purpose, request, caller)
         if record is None:
             await self._audit(
-                "identity.lookup", request.purpose, request, caller, started,
+                "identity.lookup", request.purpose, request, caller, started, call,
                 outcome="not_found", status=404, detail="not_found",
             )  # fmt: skip
             raise NotFound("No citizen with this identifier in the National Population Database")
         await self._audit(
-            "identity.lookup", request.purpose, request, caller, started,
+            "identity.lookup", request.purpose, request, caller, started, call,
             outcome="ok", detail="found", extra={"fields": list(request.fields)},
         )  # fmt: skip
         return CitizenLookup(citizen=record.project(request.fields))
@@ -229,11 +231,11 @@ class PopulationDbAdapter(Adapter):
         full_name: str | None = None,
         birth_date: str | None = None,
     ) -> YeuCauTraCuu:
-        request_id = request_id_var.get()
-        if not request_id or len(request_id) > 40:
-            request_id = uuid.uuid4().hex
         return YeuCauTraCuu(
-            MaYeuCau=request_id,
+            # fresh and unique per SOAP call (32 hex, within DOMAIN's 40): the caller's
+            # X-Request-ID is the caller's to choose, may repeat across retries or callers and
+            # would tie the registry's logs to ours; the audit record keeps both
+            MaYeuCau=uuid.uuid4().hex,
             MaDVC=purpose.procedure_code,
             MaTichHop=self.config.integration_code,
             MaDonVi=self.config.unit_code,
@@ -247,7 +249,7 @@ class PopulationDbAdapter(Adapter):
     async def _query(
         self,
         operation: str,
-        wire: YeuCauTraCuu,
+        call: _Call,
         purpose: Purpose,
         request: VerifyCitizen | LookupCitizen,
         caller: str,
@@ -255,8 +257,9 @@ class PopulationDbAdapter(Adapter):
         """The registry's citizen (None: not found); audits and raises every refusal, and an
         answer that cannot be read as a citizen."""
         started = time.perf_counter()
+        wire = call.wire
         try:
-            answer: KetQuaTraCuu = await self.client.lookup(wire)
+            answer: KetQuaTraCuu = await self.client.lookup(wire, sent=call.sent)
             _check_answers_the_request(answer, wire)
             _raise_for_code(answer)
             if len(answer.CongdanCollection) > 1:
@@ -271,12 +274,12 @@ class PopulationDbAdapter(Adapter):
         except GatewayError as error:
             outcome = "rejected" if error.status < 500 else "error"
             await self._audit(
-                operation, purpose, request, caller, started,
+                operation, purpose, request, caller, started, call,
                 outcome=outcome, status=error.status, detail=error.slug,
             )  # fmt: skip
             log.info(
                 "population_db query failed", operation=operation, error=error.slug,
-                procedure_code=purpose.procedure_code,
+                procedure_code=purpose.procedure_code, upstream_request_id=wire.MaYeuCau,
             )  # fmt: skip
             raise
         return record
@@ -288,12 +291,19 @@ class PopulationDbAdapter(Adapter):
         request: VerifyCitizen | LookupCitizen,
         caller: str,
         started: float,
+        call: _Call | None,
         *,
         outcome: str,
         status: int | None = None,
         detail: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        """One record; ``call`` is the SOAP exchange (None: answered from the cache)."""
+        upstream: dict[str, Any] = {"upstream_operation": OPERATION}
+        payload = None
+        if call is not None:
+            upstream["upstream_request_id"] = call.wire.MaYeuCau
+            payload = self._payload_digest(call)
         await self.context.audit.record(
             direction="outbound",
             actor=caller,
@@ -306,9 +316,19 @@ class PopulationDbAdapter(Adapter):
             dossier_code=purpose.dossier_code,
             officer_id=purpose.officer_id,
             subjects=[s for s in (request.id_number, request.legacy_id_number) if s],
+            payload=payload,
             detail=detail,
-            extra={"upstream_operation": OPERATION, **(extra or {})},
+            extra={**upstream, **(extra or {})},
         )
+
+    def _payload_digest(self, call: _Call) -> bytes | None:
+        """HMAC-SHA256 of the SOAP request as sent, keyed like the subjects' digests
+        (``security.identifier_digest_key``); the audit stores its SHA-256 as
+        ``payload_sha256``. Keyed because an unsigned request is a function of the ID and a
+        few known codes: a plain hash could be matched by hashing guessed IDs."""
+        if not call.sent:
+            return None  # nothing left the gateway (e.g. the circuit was open)
+        return hmac.new(self.context.settings.digest_key(), call.sent[-1], hashlib.sha256).digest()
 
     def _cache_key(self, request: VerifyCitizen) -> str | None:
         if self.config.verify_cache_ttl_seconds <= 0:
@@ -377,6 +397,14 @@ class PopulationDbAdapter(Adapter):
         from .simulator import operation_of
 
         return operation_of(path, body)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One SOAP exchange: the request, and the bytes the transport sent for it."""
+
+    wire: YeuCauTraCuu
+    sent: list[bytes] = field(default_factory=list)
 
 
 def _verdict(result: Verification) -> str:

@@ -19,6 +19,7 @@ from the outbound layer unchanged.
 from __future__ import annotations
 
 import dataclasses
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -70,6 +71,11 @@ _BODY = f"{{{SOAP_ENV_NS}}}Body"
 _RESPONSE = f"{{{NS}}}{OPERATION}Response"
 
 
+#: where the transport hands the bytes it sent back to ``PopulationDbClient.lookup``'s caller
+#: (zeep runs the transport in the caller's task, so the context is the call's own)
+_sent: ContextVar[list[bytes] | None] = ContextVar("population_db_sent", default=None)
+
+
 def _refuse_remote(request: httpx.Request) -> httpx.Response:
     raise zeep.exceptions.TransportError(  # type: ignore[no-untyped-call]
         "the WSDL is loaded from the adapter's folder; remote imports are refused"
@@ -112,6 +118,9 @@ class SoapTransport(AsyncTransport):
             message = await self.crypto.sign(envelope)
         else:
             message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        sent = _sent.get()
+        if sent is not None:
+            sent.append(message)
         request_headers = dict(headers)
         request_headers["SOAPAction"] = f'"{SOAP_ACTION}"'
         response, token = await self._send(address, message, request_headers)
@@ -193,9 +202,13 @@ class PopulationDbClient:
             self._zeep, binding, address=service_url
         )
 
-    async def lookup(self, request: YeuCauTraCuu) -> KetQuaTraCuu:
-        """One ``TraCuuThongTinCongDan`` call."""
+    async def lookup(
+        self, request: YeuCauTraCuu, *, sent: list[bytes] | None = None
+    ) -> KetQuaTraCuu:
+        """One ``TraCuuThongTinCongDan`` call; the SOAP request's bytes (as sent, signed) are
+        appended to ``sent`` when given, for the audit's payload digest."""
         operation = getattr(self._service, OPERATION)
+        token = _sent.set(sent)
         try:
             result = await operation(**request.zeep_arguments())
         except GatewayError:
@@ -215,6 +228,8 @@ class PopulationDbClient:
                 f"{self.system}: the answer does not match the WSDL ({type(exc).__name__})",
                 system=self.system,
             ) from None
+        finally:
+            _sent.reset(token)
         return _to_model(result, self.system)
 
     async def aclose(self) -> None:

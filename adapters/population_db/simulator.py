@@ -31,6 +31,7 @@ import json
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -140,6 +141,10 @@ class SimulatorControls:
     soap_requests: int = 0
     #: how many SOAP requests carried a signature that verified
     signed_requests_verified: int = 0
+    #: the MaYeuCau of the latest requests read (oldest first)
+    request_ids: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+    #: the bytes of the latest SOAP request, as received
+    last_request: bytes | None = None
     _tokens: dict[str, float] = field(default_factory=dict, repr=False)
 
     def reset(self) -> None:
@@ -147,6 +152,8 @@ class SimulatorControls:
         self.token_ttl = 3600.0
         self.response_mode, self.response_count = "normal", None
         self.tokens_issued = self.soap_requests = self.signed_requests_verified = 0
+        self.request_ids.clear()
+        self.last_request = None
 
     def misbehave(self, mode: ResponseMode, count: int | None = 1) -> None:
         self.response_mode = mode
@@ -290,6 +297,7 @@ class PopulationSimulator:
                 [(b"www-authenticate", b'Bearer error="invalid_token"')],
             )
         self.controls.soap_requests += 1
+        self.controls.last_request = body
         try:
             envelope = parse_xml(body)
         except GatewayError as exc:
@@ -314,6 +322,7 @@ class PopulationSimulator:
             request = request_from_xml(operation)
         except (ValueError, ValidationError):
             return _fault("Client", "the request breaks the schema")
+        self.controls.request_ids.append(request.MaYeuCau)
         answer = self._answer(request)
         return self._render(answer)
 

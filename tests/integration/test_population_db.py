@@ -12,8 +12,11 @@ none of the ID numbers or names used anywhere in the module reached a log line.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -441,6 +444,50 @@ async def test_each_query_is_audited_with_its_purpose_and_no_personal_data(rig: 
         AuditQuery(subject_digest=auditor.digest(citizen.SoCMND or ""))
     )
     assert [r.seq for r in legacy] == [records[1].seq]
+
+
+async def test_each_soap_call_has_its_own_request_id(rig: Rig) -> None:
+    """MaYeuCau is fresh per call (never the caller's X-Request-ID, which may repeat); the
+    audit record ties the two together."""
+    citizen = rig.population.pick(23)
+    headers = {**FULL.headers, "X-Request-ID": "caller-chosen-0001"}
+    for _ in range(2):
+        r = await rig.http.post(
+            f"{rig.gateway}/v1/citizens/verify", json=rig.verify_body(citizen), headers=headers
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-request-id"] == "caller-chosen-0001"
+    seen = list(rig.simulator.controls.request_ids)
+    assert len(seen) == 2 and seen[0] != seen[1]
+    for value in seen:
+        assert re.fullmatch(r"[0-9a-f]{32}", value), value  # within DOMAIN's 40 characters
+    auditor = Auditor(rig.runtime.store, rig.settings.digest_key())
+    records = await rig.runtime.store.audit.query(
+        AuditQuery(subject_digest=auditor.digest(citizen.SoDinhDanh))
+    )
+    assert sorted((r.request_id, r.extra["upstream_request_id"]) for r in records) == sorted(
+        ("caller-chosen-0001", value) for value in seen
+    )
+
+
+async def test_the_audit_keeps_a_keyed_digest_of_the_soap_request(rig: Rig) -> None:
+    citizen = rig.population.pick(24)
+    for body in (
+        rig.verify_body(citizen),
+        {"id_number": citizen.SoDinhDanh, "purpose": purpose(), "fields": ["gender"]},
+    ):
+        send = rig.verify if "full_name" in body else rig.lookup
+        assert (await send(body)).status_code == 200
+        sent = rig.simulator.controls.last_request
+        assert sent is not None
+        auditor = Auditor(rig.runtime.store, rig.settings.digest_key())
+        [record, *_] = await rig.runtime.store.audit.query(
+            AuditQuery(subject_digest=auditor.digest(citizen.SoDinhDanh))
+        )
+        keyed = hmac.new(rig.settings.digest_key(), sent, hashlib.sha256).digest()
+        assert record.payload_sha256 == hashlib.sha256(keyed).hexdigest()
+        # not the plain hash: that one could be matched by hashing guessed requests
+        assert record.payload_sha256 != hashlib.sha256(sent).hexdigest()
 
 
 async def test_the_verification_cache_is_off_by_default(rig: Rig) -> None:
