@@ -147,6 +147,9 @@ class NationalPortalConfig(AdapterConfig):
     catalogue_ttl_seconds: float = Field(6 * 3600.0, gt=0)
     catalogue_refresh_seconds: float = Field(3600.0, gt=0)
     catalogue_prefetch_details: bool = True
+    #: ``error_code`` values of ``LayThuTuc`` meaning "no such procedure" (404); any other
+    #: refusal serves the cached copy, marked stale (not published: the simulator's code)
+    procedure_not_found_codes: list[str] = Field(default_factory=lambda: ["2"])
     #: HMAC key the portal signs its pushes with (our push contract)
     push_hmac_key: SecretStr | None = None
     push_replay_window_seconds: float = Field(300.0, gt=0)
@@ -702,8 +705,14 @@ class NationalPortalAdapter(Adapter):
         try:
             data, _ = await self._fetch_procedure(code)
             return Procedure.model_validate(data), False
-        except UpstreamRejected:
-            raise NotFound(f"procedure {code} is not in the national catalogue") from None
+        except UpstreamRejected as exc:
+            if str(exc.extra.get("upstream_code")) in self.config.procedure_not_found_codes:
+                # withdrawn from the catalogue: a cached copy must not be served any more
+                await self.context.store.delete(key)
+                raise NotFound(f"procedure {code} is not in the national catalogue") from None
+            if cached is None:
+                raise
+            return Procedure.model_validate(cached[0]), True  # another refusal: serve stale
         except UpstreamError:
             if cached is None:
                 raise

@@ -176,15 +176,25 @@ class PortalSimulator:
     logins: int = 0
     #: test hook, an outage in the middle of a run: {service: [calls let through, failures,
     #: HTTP status]} (the sandbox's faults hit the next calls; this one hits a later call)
-    failures: dict[str, list[int]] = field(default_factory=dict)
+    failures: dict[str, list[Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def fail_later(self, service: str, *, after: int, times: int = 1, status: int = 503) -> None:
+    def fail_later(
+        self,
+        service: str,
+        *,
+        after: int,
+        times: int = 1,
+        status: int = 503,
+        error_code: str | None = None,
+    ) -> None:
+        """Plan failures of a later call; ``error_code`` makes them business refusals (HTTP
+        200 with that code, e.g. the portal "under maintenance") instead of HTTP ``status``."""
         with self._lock:
-            self.failures[service] = [after, times, status]
+            self.failures[service] = [after, times, status, error_code]
 
-    def take_failure(self, service: object) -> int | None:
-        """The HTTP status this call must fail with, if a planned outage hits it."""
+    def take_failure(self, service: object) -> tuple[int, str | None] | None:
+        """(HTTP status, error_code or None) this call must fail with, if planned."""
         with self._lock:
             plan = self.failures.get(str(service))
             if plan is None:
@@ -195,7 +205,7 @@ class PortalSimulator:
             plan[1] -= 1
             if plan[1] <= 0:
                 del self.failures[str(service)]
-            return plan[2]
+            return int(plan[2]), plan[3]
 
     # sessions ---------------------------------------------------------------------
     def login(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -538,7 +548,10 @@ def create_simulator_app(
             return _reply(ERR_BAD_REQUEST, "Yêu cầu phải là một đối tượng JSON")
         outage = sim.take_failure(body.get("service"))
         if outage is not None:
-            return Response({"message": "Service Unavailable"}, status_code=outage)
+            status, error_code = outage
+            if error_code is not None:
+                return _reply(error_code, "Hệ thống đang bảo trì, vui lòng thử lại sau")
+            return Response({"message": "Service Unavailable"}, status_code=status)
         return sim.service(body)
 
     @get("/_state/dossiers/{code:str}")
@@ -567,12 +580,14 @@ def create_simulator_app(
 
     @post("/_state/fail", status_code=200)
     async def fail(data: dict[str, Any]) -> dict[str, Any]:
-        """Fail a later call of a service: ``{service, after, times, status}``."""
+        """Fail a later call of a service: ``{service, after, times, status, error_code}``."""
+        code = data.get("error_code")
         sim.fail_later(
             str(data["service"]),
             after=int(data.get("after", 0)),
             times=int(data.get("times", 1)),
             status=int(data.get("status", 503)),
+            error_code=None if code is None else str(code),
         )
         return {"failures": sim.failures}
 

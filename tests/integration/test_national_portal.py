@@ -330,6 +330,33 @@ async def test_catalogue_is_served_stale_while_the_portal_is_down(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_refusal_other_than_not_found_serves_the_cached_procedure(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    async with portal_rig(
+        backend, tmp_path, redis_url, adapter={"catalogue_ttl_seconds": 0.5}
+    ) as rig:
+        url = f"{rig.gateway}/v1/procedures"
+        r = await rig.http.get(f"{url}/1.001612", headers=READER.headers)
+        assert r.status_code == 200 and r.json()["stale"] is False
+        await asyncio.sleep(0.6)  # the cached copy is past its TTL
+        maintenance = {"service": "LayThuTuc", "times": 1, "error_code": "9"}
+        assert (await rig.http.post(f"{rig.portal}/_state/fail", json=maintenance)).is_success
+        r = await rig.http.get(f"{url}/1.001612", headers=READER.headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["stale"] is True
+        # nothing cached: the portal's refusal shows, it is not a 404
+        assert (await rig.http.post(f"{rig.portal}/_state/fail", json=maintenance)).is_success
+        r = await rig.http.get(f"{url}/1.001193", headers=READER.headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["type"].endswith("upstream-rejected")
+        # the portal's own "no such procedure" is a 404
+        r = await rig.http.get(f"{url}/2.999903", headers=READER.headers)
+        assert r.status_code == 404, r.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_scheduled_refresh_fills_the_catalogue_cache(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
