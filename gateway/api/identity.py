@@ -1,9 +1,11 @@
 """``/v1/citizens``: the identity capability over HTTP.
 
 Queries, answered in the request: a verification creates nothing (200), a lookup returns only
-the fields asked for. The body is validated before anything leaves the gateway (422 naming the
-field with a JSON pointer); the adapter serving the capability (``[capabilities] identity``)
-asks the national registry and audits the query with its purpose.
+the fields asked for. Both are outside ``Idempotency-Key`` handling (safe to repeat, and the
+answer holds personal data the idempotency store would otherwise keep). The body is
+validated before anything leaves the gateway (422 naming the field with a JSON pointer); the
+adapter serving the capability (``[capabilities] identity``) asks the national registry and
+audits the query with its purpose.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def _caller(request: Request[Any, Any, Any]) -> str:
     status_code=HTTP_200_OK,
     responses=problem_responses(_QUERY_PROBLEMS),
     security=secured("identity:verify"),
-    opt={"scopes": ["identity:verify"]},
+    # a query, safe to repeat: an Idempotency-Key must not keep the citizen's answer in the
+    # store for a day (Decree 13/2023: never longer than needed)
+    opt={"scopes": ["identity:verify"], "no_idempotency": True},
 )
 async def verify_citizen(
     request: Request[Any, Any, Any], runtime: Runtime, data: VerifyCitizen
@@ -102,7 +106,9 @@ async def verify_citizen(
     status_code=HTTP_200_OK,
     responses=problem_responses(_QUERY_PROBLEMS, NotFound),
     security=secured("identity:lookup"),
-    opt={"scopes": ["identity:lookup"]},
+    # a query, safe to repeat: an Idempotency-Key must not keep the citizen's answer in the
+    # store for a day (Decree 13/2023: never longer than needed)
+    opt={"scopes": ["identity:lookup"], "no_idempotency": True},
 )
 async def lookup_citizen(
     request: Request[Any, Any, Any], runtime: Runtime, data: LookupCitizen

@@ -41,6 +41,7 @@ from adapters.population_db.config import SANDBOX_CONSUMER_SECRET
 from adapters.population_db.models import SOAP_ENV_NS, YeuCauTraCuu, request_to_xml
 from adapters.population_db.soapsig import EnvelopeSigning
 from gateway.audit import Auditor
+from gateway.idempotency import record_key
 from gateway.store.base import AuditQuery
 from signing.keys import ensure_dev_pki
 from signing.sign import XmlSigner
@@ -359,6 +360,24 @@ async def test_sandbox_garbled_answer_is_refused(rig: Rig) -> None:
 
 
 # ---------------------------------------------------------------- the caller's side
+
+
+@pytest.mark.parametrize("path", ["verify", "lookup"])
+async def test_an_idempotency_key_keeps_no_answer(rig: Rig, path: str) -> None:
+    """Queries are outside Idempotency-Key handling: nothing of the citizen's answer is kept
+    in the store, and each call is answered fresh by the registry."""
+    citizen = rig.population.pick(25)
+    body: dict[str, Any] = rig.verify_body(citizen)
+    if path == "lookup":
+        body = {"id_number": citizen.SoDinhDanh, "purpose": purpose(), "fields": ["full_name"]}
+    key = f"identity-{path}-0001"
+    headers = {**FULL.headers, "Idempotency-Key": key}
+    for _ in range(2):
+        r = await rig.http.post(f"{rig.gateway}/v1/citizens/{path}", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert "idempotent-replayed" not in r.headers
+    assert rig.simulator.controls.soap_requests == 2
+    assert await rig.runtime.store.get(record_key(FULL.id, key)) is None
 
 
 async def test_purpose_is_mandatory(rig: Rig) -> None:
