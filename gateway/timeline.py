@@ -8,7 +8,7 @@ ordering key is the dossier code (pending, failed, replayed work). Used by the A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,16 +16,18 @@ from gateway.store.base import AuditQuery, AuditRecord, Job, Store
 
 __all__ = ["TimelineEntry", "dossier_timeline"]
 
-#: how operations read on a timeline; unknown ones show as they are
-_LABELS: dict[str, str] = {
-    "dlq.replay": "replayed by an operator",
-    "dlq.discard": "discarded by an operator",
+#: how operations read on a timeline (the English label, and the dashboard's translation
+#: key); others show as they are: they are the systems' own operation names
+_LABELS: dict[str, tuple[str, str]] = {
+    "dlq.replay": ("replayed by an operator", "tl_replayed"),
+    "dlq.discard": ("discarded by an operator", "tl_discarded"),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     at: float
+    #: English, as the API returns it
     label: str
     outcome: str
     system: str | None = None
@@ -33,6 +35,10 @@ class TimelineEntry:
     request_id: str | None = None
     source: str = "audit"  # "audit" | "job"
     ref: str | None = None  # audit seq or job id
+    #: the label as a translation key (``tl_*`` in gateway/ops/i18n.py) and its arguments, for
+    #: the dashboard; None when the label is an operation name, shown as it is
+    label_key: str | None = None
+    label_args: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The API's form: times in RFC 3339 UTC like every other time the API returns."""
@@ -58,9 +64,11 @@ def _from_audit(r: AuditRecord, queued_at: dict[str, float]) -> TimelineEntry:
         # a command is audited just after its job is queued, and a worker may already have
         # tried it by then: the acceptance shows when the job was queued, before any attempt
         at = min(at, queued_at[job_id])
+    label, key = _LABELS.get(r.operation, (r.operation, None))
     return TimelineEntry(
         at=at,
-        label=_LABELS.get(r.operation, r.operation),
+        label=label,
+        label_key=key,
         outcome=r.outcome,
         system=r.adapter,
         detail=detail,
@@ -76,6 +84,8 @@ def _job_entries(job: Job) -> list[TimelineEntry]:
         TimelineEntry(
             at=job.created_at,
             label=f"{job.kind} queued",
+            label_key="tl_job_queued",
+            label_args={"kind": job.kind},
             outcome="queued",
             system=system,
             request_id=job.request_id,
@@ -90,6 +100,8 @@ def _job_entries(job: Job) -> list[TimelineEntry]:
             TimelineEntry(
                 at=attempt.at,
                 label=f"{job.kind} attempt failed",
+                label_key="tl_job_attempt_failed",
+                label_args={"kind": job.kind},
                 outcome="error",
                 system=system,
                 detail=attempt.error,
@@ -103,6 +115,8 @@ def _job_entries(job: Job) -> list[TimelineEntry]:
             TimelineEntry(
                 at=job.updated_at,
                 label=f"{job.kind} {job.state.value}",
+                label_key=f"tl_job_now_{job.state.value}",
+                label_args={"kind": job.kind},
                 outcome="error" if job.state.value == "dead" else "pending",
                 system=system,
                 detail=job.last_error if job.state.value == "dead" else None,

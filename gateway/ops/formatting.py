@@ -25,16 +25,24 @@ def format_number(value: float | int | None, decimals: int = 0) -> str:
     return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
 
 
-def format_duration(seconds: float | None) -> str:
-    """A short age: ``45 s``, ``12 ph``, ``3 giờ``, ``2 ngày`` (language-neutral units added
-    by the template through the translation table would be heavier than this is worth)."""
+#: the units of a short age, per language: seconds, minutes, hours, days
+_DURATION_UNITS: dict[str, tuple[str, str, str, str]] = {
+    "vi": ("giây", "phút", "giờ", "ngày"),
+    "en": ("s", "min", "h", "d"),
+}
+
+
+def format_duration(seconds: float | None, lang: str = "vi") -> str:
+    """A short age: ``45 giây``, ``12 phút``, ``3 giờ``, ``2 ngày`` (``45 s``, ``12 min``,
+    ``3 h``, ``2 d`` in English)."""
     if seconds is None:
         return "—"
+    sec, minute, hour, day = _DURATION_UNITS.get(lang, _DURATION_UNITS["vi"])
     s = max(0, int(seconds))
     if s < 120:
-        return f"{s} s"
+        return f"{format_number(s)} {sec}"
     if s < 7200:
-        return f"{s // 60} min"
+        return f"{format_number(s // 60)} {minute}"
     if s < 172800:
-        return f"{s // 3600} h"
-    return f"{s // 86400} d"
+        return f"{format_number(s // 3600)} {hour}"
+    return f"{format_number(s // 86400)} {day}"

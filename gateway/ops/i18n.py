@@ -6,9 +6,11 @@ so a page never breaks for a forgotten string (a unit test checks both tables ha
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["LANGUAGES", "MESSAGES", "Language", "translate"]
+from gateway.ops.formatting import format_number
+
+__all__ = ["LANGUAGES", "MESSAGES", "Language", "format_reason", "translate"]
 
 Language = Literal["vi", "en"]
 LANGUAGES: tuple[Language, ...] = ("vi", "en")
@@ -38,19 +40,20 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "state_down": {"vi": "Ngừng", "en": "Down"},
     "state_unknown": {"vi": "Chưa rõ", "en": "Unknown"},
     "reason": {"vi": "Lý do", "en": "Reason"},
-    # reasons of gateway.health.diagnose, formatted with its arguments
+    # reasons of gateway.health.diagnose, formatted with its arguments as format_reason shows
+    # them (numbers with Vietnamese separators, a rate as a percentage)
     "reason_circuit_open": {
         "vi": "Cầu dao mở: tạm ngừng gọi sau nhiều lỗi liên tiếp",
         "en": "Circuit open: calls are paused after repeated failures",
     },
     "reason_probe_failed": {"vi": "Kiểm tra thất bại: {detail}", "en": "Probe failed: {detail}"},
     "reason_errors_down": {
-        "vi": "{rate:.0%} lượt gọi bị lỗi trong 5 phút qua",
-        "en": "{rate:.0%} of calls failed in the last 5 minutes",
+        "vi": "{rate} lượt gọi bị lỗi trong 5 phút qua",
+        "en": "{rate} of calls failed in the last 5 minutes",
     },
     "reason_errors_degraded": {
-        "vi": "{rate:.0%} lượt gọi bị lỗi trong 5 phút qua",
-        "en": "{rate:.0%} of calls failed in the last 5 minutes",
+        "vi": "{rate} lượt gọi bị lỗi trong 5 phút qua",
+        "en": "{rate} of calls failed in the last 5 minutes",
     },
     "reason_certificate_expired": {
         "vi": "Chứng thư số đã hết hạn",
@@ -61,11 +64,11 @@ MESSAGES: dict[str, dict[Language, str]] = {
         "vi": "Cầu dao nửa mở: đang thử kết nối lại",
         "en": "Circuit half-open: probing recovery",
     },
-    "reason_slow": {"vi": "Chậm: p95 {ms:.0f} ms", "en": "Slow: p95 {ms:.0f} ms"},
-    "reason_slow_probe": {"vi": "Kiểm tra chậm: {ms:.0f} ms", "en": "Slow probe: {ms:.0f} ms"},
+    "reason_slow": {"vi": "Chậm: p95 {ms} ms", "en": "Slow: p95 {ms} ms"},
+    "reason_slow_probe": {"vi": "Kiểm tra chậm: {ms} ms", "en": "Slow probe: {ms} ms"},
     "reason_certificate_expiring": {
-        "vi": "Chứng thư số hết hạn sau {days:.0f} ngày",
-        "en": "Certificate expires in {days:.0f} days",
+        "vi": "Chứng thư số hết hạn sau {days} ngày",
+        "en": "Certificate expires in {days} days",
     },
     "reason_probe_stale": {"vi": "Kết quả kiểm tra đã cũ", "en": "Probe result is stale"},
     "latency": {"vi": "Độ trễ p50 / p95 (5 phút)", "en": "Latency p50 / p95 (5 min)"},
@@ -168,6 +171,14 @@ MESSAGES: dict[str, dict[Language, str]] = {
     "job_state_succeeded": {"vi": "Thành công", "en": "Succeeded"},
     "job_state_dead": {"vi": "Lỗi", "en": "Dead"},
     "job_state_discarded": {"vi": "Đã hủy", "en": "Discarded"},
+    # timeline entries (gateway.timeline, label_key / label_args); English as the API says it
+    "tl_replayed": {"vi": "cán bộ vận hành đã chạy lại", "en": "replayed by an operator"},
+    "tl_discarded": {"vi": "cán bộ vận hành đã hủy", "en": "discarded by an operator"},
+    "tl_job_queued": {"vi": "{kind}: đã vào hàng đợi", "en": "{kind} queued"},
+    "tl_job_attempt_failed": {"vi": "{kind}: lần thử bị lỗi", "en": "{kind} attempt failed"},
+    "tl_job_now_queued": {"vi": "{kind}: đang chờ chạy", "en": "{kind} queued"},
+    "tl_job_now_leased": {"vi": "{kind}: đang chạy", "en": "{kind} leased"},
+    "tl_job_now_dead": {"vi": "{kind}: lỗi, đã thôi thử", "en": "{kind} dead"},
 }
 
 
@@ -176,3 +187,24 @@ def translate(key: str, lang: Language) -> str:
     if entry is None:
         return key
     return entry.get(lang) or entry.get("en") or key
+
+
+def _reason_arg(name: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if name == "rate":  # a fraction of calls
+        return f"{format_number(value * 100)} %"
+    return format_number(value)
+
+
+def format_reason(code: str | None, args: dict[str, Any], lang: Language) -> str | None:
+    """A health reason (gateway.health.REASON_TEXTS) in ``lang``, its numbers written the
+    Vietnamese way (``4.200 ms``, ``23 %``) like every other figure of the dashboard; None
+    when the code has no translation or the arguments do not fit it."""
+    key = f"reason_{code}"
+    if code is None or key not in MESSAGES:
+        return None
+    try:
+        return translate(key, lang).format(**{k: _reason_arg(k, v) for k, v in args.items()})
+    except (KeyError, IndexError, ValueError):
+        return None

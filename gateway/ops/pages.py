@@ -31,12 +31,12 @@ from gateway.dead_letters import DeadLetters
 from gateway.errors import Conflict, NotFound, Unauthenticated
 from gateway.health import SystemHealth
 from gateway.ops.formatting import VN_TZ, format_duration, format_number, format_time
-from gateway.ops.i18n import LANGUAGES, MESSAGES, Language, translate
+from gateway.ops.i18n import LANGUAGES, MESSAGES, Language, format_reason, translate
 from gateway.ops.sessions import SESSION_COOKIE, OpsSession
 from gateway.runtime import Runtime
 from gateway.security import Client
 from gateway.store.base import AuditQuery
-from gateway.timeline import dossier_timeline
+from gateway.timeline import TimelineEntry, dossier_timeline
 
 __all__ = ["CSRF_HEADER", "TEMPLATE_DIR", "routes", "session_credentials"]
 
@@ -92,22 +92,29 @@ async def _render(
 
     def reason(system: SystemHealth) -> str | None:
         """A system's reason in the page's language (the English text if a code is unknown)."""
-        key = f"reason_{system.reason_code}"
-        if system.reason_code is None or key not in MESSAGES:
-            return system.reason
+        return format_reason(system.reason_code, system.reason_args, lang) or system.reason
+
+    def label(entry: TimelineEntry) -> str:
+        """A timeline entry in the page's language (operation names stay as they are)."""
+        if entry.label_key is None or entry.label_key not in MESSAGES:
+            return entry.label
         try:
-            return t(key).format(**system.reason_args)
+            return t(entry.label_key).format(**entry.label_args)
         except (KeyError, IndexError, ValueError):
-            return system.reason
+            return entry.label
+
+    def age(seconds: float | None) -> str:
+        return format_duration(seconds, lang)
 
     ctx: dict[str, Any] = {
         "lang": lang,
         "page": page,
         "t": t,
         "reason": reason,
+        "label": label,
         "fmt_time": format_time,
         "fmt_num": format_number,
-        "fmt_age": format_duration,
+        "fmt_age": age,
         "client_id": _client_id(request) if session else None,
         "csrf_token": session.csrf_token if session else "",
         "can_write": _can_write(request),

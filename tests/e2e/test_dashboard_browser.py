@@ -276,7 +276,7 @@ def test_a_rejection_is_a_dead_letter_replay_clears_it_and_the_timeline_shows_it
     timeline = page.locator("#timeline")
     expect(timeline).to_contain_text("dossier.accepted")
     expect(timeline.locator("li.outcome-rejected", has_text="DongBoHoSoMC")).to_have_count(1)
-    expect(timeline).to_contain_text("replayed by an operator")
+    expect(timeline).to_contain_text("cán bộ vận hành đã chạy lại")
     expect(timeline.locator("li.outcome-ok", has_text="DongBoHoSoMC")).to_have_count(1)
     expect(timeline.locator("li.outcome-ok", has_text="CapNhatTienDoHoSoMC")).to_have_count(1)
     jobs = page.locator("#dossier-jobs tbody tr")

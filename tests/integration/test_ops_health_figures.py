@@ -106,3 +106,18 @@ async def test_latency_over_one_hour_is_in_the_json_and_on_the_card(app: Litesta
         assert "Độ trễ p50 / p95 (1 giờ)" in card
         english = _card((await client.get("/ops?lang=en")).text, "echo")
         assert "Latency p50 / p95 (1 h)" in english
+
+
+async def test_a_reason_shows_its_numbers_the_vietnamese_way(app: Litestar) -> None:
+    slow = PassiveFigures(calls_5m=10, calls_1h=10, p50_ms=900, p95_ms=4200, p95_ms_1h=4200)
+    async with _client(app) as client:
+        await _arrange(app, slow)
+        r = await client.get("/health/adapters", headers={"Authorization": f"Bearer {READ_KEY}"})
+        system = {s["name"]: s for s in r.json()["systems"]}["echo"]
+        # the API keeps its English text and plain numbers
+        assert (system["state"], system["reason"]) == ("degraded", "slow: p95 4200 ms")
+        await _sign_in(client, READ_KEY)
+        card = _card((await client.get("/ops/partials/overview")).text, "echo")
+        assert "Chậm: p95 4.200 ms" in card
+        english = _card((await client.get("/ops/partials/overview?lang=en")).text, "echo")
+        assert "Slow: p95 4.200 ms" in english

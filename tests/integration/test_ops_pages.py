@@ -252,8 +252,11 @@ async def test_replay_and_discard_are_audited_with_the_operator(app: Litestar) -
         moves = await store.audit.query(AuditQuery(actor="ops-writer"))
         # the moves carry the dossier code, so each dossier's timeline shows its own
         replayed_page = await client.get("/ops/dossier?code=000.00.19.H47-260105-0001")
-        assert "replayed by an operator" in replayed_page.text
-        assert "discarded by an operator" not in replayed_page.text
+        assert "cán bộ vận hành đã chạy lại" in replayed_page.text
+        assert "cán bộ vận hành đã hủy" not in replayed_page.text
+        assert "by an operator" not in replayed_page.text, "no English on the Vietnamese page"
+        english = await client.get("/ops/dossier?code=000.00.19.H47-260105-0002&lang=en")
+        assert "discarded by an operator" in english.text
         by_code = await store.audit.query(AuditQuery(dossier_code="000.00.19.H47-260105-0002"))
         assert any(r.operation == "dlq.discard" for r in by_code)
     assert {(m.operation, m.outcome) for m in moves} >= {
@@ -303,6 +306,10 @@ async def test_dossier_page_shows_the_timeline_of_that_dossier(app: Litestar) ->
         await _sign_in(client, READ_KEY)
         page = await client.get("/ops/dossier?code=000.00.19.H47-260105-0042")
         assert page.status_code == 200
-        assert "national_portal.sync_dossier attempt failed" in page.text
+        assert "national_portal.sync_dossier: lần thử bị lỗi" in page.text
+        assert "national_portal.sync_dossier: lỗi, đã thôi thử" in page.text
+        assert "attempt failed" not in page.text, "no English on the Vietnamese page"
+        english = await client.get("/ops/dossier?code=000.00.19.H47-260105-0042&lang=en")
+        assert "national_portal.sync_dossier attempt failed" in english.text
         assert "portal: bad code" in page.text
         assert job_id not in (await client.get("/ops/dossier?code=000.00.19.H47-260105-0043")).text

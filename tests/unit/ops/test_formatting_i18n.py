@@ -22,11 +22,17 @@ def test_numbers_use_vietnamese_separators() -> None:
     assert format_number(None) == "—"
 
 
-def test_durations_are_short() -> None:
-    assert format_duration(45) == "45 s"
-    assert format_duration(600) == "10 min"
-    assert format_duration(3 * 3600) == "3 h"
-    assert format_duration(3 * 86400) == "3 d"
+def test_durations_are_short_and_in_the_page_language() -> None:
+    assert format_duration(45) == "45 giây"
+    assert format_duration(600) == "10 phút"
+    assert format_duration(3 * 3600) == "3 giờ"
+    assert format_duration(3 * 86400) == "3 ngày"
+    assert format_duration(1500 * 86400) == "1.500 ngày"
+    assert format_duration(45, "en") == "45 s"
+    assert format_duration(600, "en") == "10 min"
+    assert format_duration(3 * 3600, "en") == "3 h"
+    assert format_duration(3 * 86400, "en") == "3 d"
+    assert format_duration(None) == "—"
 
 
 def test_every_message_has_both_languages() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.health import REASON_TEXTS, Diagnosis
 from gateway.ops.formatting import VN_TZ
-from gateway.ops.i18n import MESSAGES
+from gateway.ops.i18n import MESSAGES, format_reason
 from gateway.ops.pages import _BadTime, _parse_local
 
 SAMPLE_ARGS = {"detail": "HTTP 503", "rate": 0.5, "ms": 4200.0, "days": 12.0}
@@ -24,10 +24,34 @@ def _fields(text: str) -> set[str]:
 def test_each_reason_is_translated_with_the_same_arguments(code: str) -> None:
     entry = MESSAGES[f"reason_{code}"]
     english = _fields(REASON_TEXTS[code])
+    args = {name: SAMPLE_ARGS[name] for name in english}
     for lang in ("vi", "en"):
         assert _fields(entry[lang]) == english, (code, lang)
-        assert entry[lang].format(**SAMPLE_ARGS)
+        assert format_reason(code, args, lang), (code, lang)
     assert entry["vi"] != entry["en"], f"reason_{code} is not translated"
+
+
+def test_reason_numbers_are_written_the_vietnamese_way_in_both_languages() -> None:
+    """Like every figure of the dashboard: ``4.200``, not ``4200``; a rate as a percentage.
+    The English text of the API (Diagnosis.reason) keeps its plain numbers."""
+    assert format_reason("slow", {"ms": 4200.4}, "vi") == "Chậm: p95 4.200 ms"
+    assert format_reason("slow", {"ms": 4200.4}, "en") == "Slow: p95 4.200 ms"
+    assert format_reason("slow_probe", {"ms": 12500.0}, "vi") == "Kiểm tra chậm: 12.500 ms"
+    assert (
+        format_reason("errors_degraded", {"rate": 0.234}, "vi")
+        == "23 % lượt gọi bị lỗi trong 5 phút qua"
+    )
+    assert format_reason("certificate_expiring", {"days": 12.2}, "vi") == (
+        "Chứng thư số hết hạn sau 12 ngày"
+    )
+    assert format_reason("probe_failed", {"detail": "HTTP 503"}, "vi") == (
+        "Kiểm tra thất bại: HTTP 503"
+    )
+    assert Diagnosis("degraded", "slow", {"ms": 4200.4}).reason == "slow: p95 4200 ms"
+    # an unknown code or arguments that do not fit: None, the page shows the English text
+    assert format_reason("no-such-code", {}, "vi") is None
+    assert format_reason("slow", {}, "vi") is None
+    assert format_reason(None, {}, "vi") is None
 
 
 def test_a_diagnosis_reads_as_its_english_text() -> None:
