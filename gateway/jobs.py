@@ -79,14 +79,34 @@ JOBS_REJECTED = Counter(
 )
 JOBS_FINISHED = Counter(
     "gateway_jobs_runs_total",
-    "Job runs by outcome (succeeded, retried, deferred, dead)",
+    "Job runs by outcome (succeeded, retried, deferred, dead, unpublished)",
     ["kind", "outcome"],
 )
 JOB_SECONDS = Histogram("gateway_job_run_seconds", "Time a handler ran", ["kind"])
-QUEUE_DEPTH = Gauge("gateway_queue_jobs", "Jobs per kind and state", ["kind", "state"])
-QUEUE_OLDEST = Gauge(
-    "gateway_queue_oldest_due_age_seconds", "Age of the oldest due queued job", ["kind"]
+# read from the store (shared by every process): with several server processes the last
+# reading wins, rather than one series per process id
+QUEUE_DEPTH = Gauge(
+    "gateway_queue_jobs",
+    "Jobs per kind and state",
+    ["kind", "state"],
+    multiprocess_mode="mostrecent",
 )
+QUEUE_OLDEST = Gauge(
+    "gateway_queue_oldest_due_age_seconds",
+    "Age of the oldest due queued job",
+    ["kind"],
+    multiprocess_mode="mostrecent",
+)
+
+
+async def export_queue_stats(store: Store) -> None:
+    """Set the queue gauges from the store: at every scrape of ``/metrics`` (so a server with
+    no workers exports them too) and periodically in the worker pool."""
+    for stat in await store.jobs.stats(now=time.time()):
+        QUEUE_DEPTH.labels(stat.kind, "queued").set(stat.queued)
+        QUEUE_DEPTH.labels(stat.kind, "in_flight").set(stat.in_flight)
+        QUEUE_DEPTH.labels(stat.kind, "dead").set(stat.dead)
+        QUEUE_OLDEST.labels(stat.kind).set(stat.oldest_due_age or 0.0)
 
 
 # ---------------------------------------------------------------- handlers
@@ -699,11 +719,7 @@ class WorkerPool:
     async def _stats_loop(self, every: float = 15.0) -> None:
         while not self._stopping.is_set():
             try:
-                for stat in await self.store.jobs.stats(now=time.time()):
-                    QUEUE_DEPTH.labels(stat.kind, "queued").set(stat.queued)
-                    QUEUE_DEPTH.labels(stat.kind, "in_flight").set(stat.in_flight)
-                    QUEUE_DEPTH.labels(stat.kind, "dead").set(stat.dead)
-                    QUEUE_OLDEST.labels(stat.kind).set(stat.oldest_due_age or 0.0)
+                await export_queue_stats(self.store)
             except asyncio.CancelledError:
                 raise
             except Exception:

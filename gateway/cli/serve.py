@@ -5,7 +5,10 @@ How the pieces run:
 - The gateway is served by uvicorn from the app factory ``gateway.app:create_app_from_env``
   (settings from ``GATEWAY_CONFIG`` and ``GATEWAY_*``; the flags are passed on that way).
   ``--processes N`` (or ``server.processes``) runs N worker processes on one port, so the
-  gateway uses every core; 1 serves from this process.
+  gateway uses every core; 1 serves from this process. With N > 1, prometheus_client's
+  multiprocess mode is switched on (``PROMETHEUS_MULTIPROC_DIR``: a fresh temporary folder
+  per run, removed at exit; an operator's own folder is emptied at start), so ``/metrics``
+  merges the figures of every process instead of showing the one that answered.
 - ``--sandbox`` (or ``sandbox.enabled``) first makes sure the development PKI exists, then
   starts ``gateway sandbox`` as a **child process** on ``sandbox.port``: the simulators get
   their own event loop and core instead of competing with the gateway's requests, and the
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -43,7 +48,7 @@ from gateway.sandbox import sandbox_url
 from gateway.security import generate_api_key, hash_api_key, read_clients_file, write_clients_file
 from gateway.settings import ClientSettings, Settings
 
-__all__ = ["DEFAULT_APP_FACTORY", "SANDBOX_CLIENT_ID", "serve"]
+__all__ = ["DEFAULT_APP_FACTORY", "MULTIPROC_ENV", "SANDBOX_CLIENT_ID", "serve"]
 
 DEFAULT_APP_FACTORY = "gateway.app:create_app_from_env"
 SANDBOX_CLIENT_ID = "sandbox"
@@ -62,6 +67,9 @@ BASE_SCOPES = (
     "ops:write",
 )
 SANDBOX_START_TIMEOUT = 30.0
+#: prometheus_client reads it when imported: each server process then writes its metrics to
+#: files there, and gateway/api/metrics.py merges them at every scrape
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def route_scopes(app: Litestar) -> set[str]:
@@ -273,6 +281,7 @@ def serve(
     for name, value in server.items():
         os.environ[f"GATEWAY_SERVER__{name.upper()}"] = str(value)
     child: subprocess.Popen[bytes] | None = None
+    metrics_dir: Path | None = None
     _exit_on_sigterm()
     try:
         key = None
@@ -295,6 +304,8 @@ def serve(
         options: dict[str, Any] = {}
         if settings.server.processes > 1:
             options["workers"] = settings.server.processes
+            # before uvicorn spawns the processes: they import prometheus_client afresh
+            metrics_dir = _multiprocess_metrics()
         uvicorn.run(
             app_factory,
             factory=True,
@@ -310,6 +321,26 @@ def serve(
         )
     finally:
         _stop(child)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _multiprocess_metrics() -> Path | None:
+    """Point the server processes at a metrics folder holding nothing of an earlier run.
+
+    Returns the folder to remove at exit: ours, a fresh temporary one; None when the operator
+    set ``PROMETHEUS_MULTIPROC_DIR`` (their folder is only emptied: stale files of dead
+    processes would add to the counters)."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="dvcgw-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(folder)
+    return folder
 
 
 def _dial_host(host: str) -> str:

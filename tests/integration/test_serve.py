@@ -4,6 +4,7 @@ and refusing a bad configuration with exit code 2."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,6 +180,63 @@ def test_serve_runs_several_processes_on_one_port(tmp_path: Path, running: list[
     ]
     assert len(children) >= 2
     assert server.stop() == 0
+
+
+def test_metrics_of_several_processes_are_merged(tmp_path: Path, running: list[Running]) -> None:
+    """``serve --processes 2`` switches on prometheus_client's multiprocess mode: /metrics
+    shows the figures of both processes (whichever answers), from a folder of this run that
+    is removed at exit."""
+    from gateway.security import generate_api_key, hash_api_key, write_clients_file
+    from gateway.settings import ClientSettings
+
+    gw_port, sb_port = free_port(), free_port()
+    config = write_config(tmp_path, gw_port, sb_port, f'base_url = "http://127.0.0.1:{sb_port}"')
+    key = generate_api_key()
+    write_clients_file(
+        tmp_path / "clients.toml",
+        [ClientSettings(id="scraper", key_sha256=hash_api_key(key), scopes=["ops:read"])],
+    )
+    server = Running([*GATEWAY, "--config", str(config), "serve", "--processes", "2"])
+    running.append(server)
+    base = f"http://127.0.0.1:{gw_port}"
+    wait_live(f"{base}/health/live")
+    children = [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == server.proc.pid
+    ]
+    folders = {_environ(child).get("PROMETHEUS_MULTIPROC_DIR") for child in children}
+    folders.discard(None)
+    assert len(folders) == 1, folders  # one folder for every server process of this run
+    folder = Path(str(folders.pop()))
+    assert folder.is_dir()
+
+    pings = 40
+    for _ in range(pings):  # a connection each, so both processes answer some
+        assert httpx.get(f"{base}/health/live", timeout=5).status_code == 200
+    headers = {"Authorization": f"Bearer {key}"}
+    for _ in range(6):  # whichever process answers the scrape, it shows both
+        text = httpx.get(f"{base}/metrics", headers=headers, timeout=5).text
+        live = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("gateway_http_requests_total{")
+            and 'route="/health/live"' in line
+            and 'status="200"' in line
+        ]
+        assert sum(live) >= pings, text
+        # a gauge written by each process keeps one series per process id
+        pids = set(re.findall(r'^gateway_http_requests_in_flight\{pid="(\d+)"\}', text, re.M))
+        assert len(pids) >= 2, text
+    assert server.stop() == 0
+    assert not folder.exists()  # removed at exit: the next run starts from nothing
+
+
+def _environ(proc_dir: Path) -> dict[str, str]:
+    try:
+        raw = (proc_dir / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
 def _ppid(proc_dir: Path) -> int | None:
