@@ -309,6 +309,7 @@ class NationalPortalAdapter(Adapter):
             username=config.username,
             password=config.password.get_secret_value() if config.password else SANDBOX_PASSWORD,
             madonvi=config.madonvi,
+            channel_codes=frozenset(WireMapping(None, config.channel_codes).channel_codes.values()),
         )
         key = config.push_hmac_key.get_secret_value() if config.push_hmac_key else SANDBOX_PUSH_KEY
         return create_simulator_app(

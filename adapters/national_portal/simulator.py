@@ -5,8 +5,10 @@ It speaks the wire protocol of DOMAIN.md ("National portal"): ``POST /login`` wi
 ``{session, madonvi, service, ...}`` runs ``LayDanhSachTTHC``, ``LayThuTuc``, ``TraCuuHoSo``,
 ``DongBoHoSoMC`` and ``CapNhatTienDoHoSoMC``. Like the real portal it refuses malformed
 dossier and procedure codes, unknown procedures, dossiers of another province, malformed
-dates, more than 10 progress records per call, creating a dossier twice, updating one that
-does not exist, and status transitions that cannot happen. Refusals are business answers:
+dates, codes outside their lists (``LoaiDoiTuong``, ``LoaiDinhDanh``, ``HinhThuc``,
+``LoaiPhiLePhi``, ``DuocThanhToanTrucTuyen``, ``TrangThaiHoSo``), more than 10 progress records
+per call, creating a dossier twice, updating one that does not exist, and status transitions
+that cannot happen. Refusals are business answers:
 HTTP 200 with a non-zero ``error_code`` and a Vietnamese ``message``.
 
 Its state is inspectable and steerable by tests under ``/_state/...`` (the sandbox keeps
@@ -21,7 +23,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
@@ -34,6 +36,7 @@ from pydantic import ValidationError
 
 from adapters.national_portal.callbacks import PUSH_PATH, sign_push
 from adapters.national_portal.models import (
+    DEFAULT_CHANNEL_CODES,
     DEFAULT_STATUS_CODES,
     CallbackPush,
     DinhDanh,
@@ -73,6 +76,13 @@ ERR_NOT_FOUND = "2"
 ERR_REJECTED = "3"
 
 MAX_PROGRESS_PER_CALL = 10
+
+#: LoaiDoiTuong, published: 1 citizen, 2 enterprise, 3 state agency, 4 other
+LOAI_DOI_TUONG = frozenset({"1", "2", "3", "4"})
+#: not published for DanhSachLePhi, our choice (the payment platform's 1 fee / 2 charge)
+LOAI_PHI_LE_PHI = frozenset({"1", "2"})
+#: not published, our choice
+DUOC_THANH_TOAN = frozenset({"0", "1"})
 
 _STEPS = [
     "Tổ chức, cá nhân nộp hồ sơ trực tiếp, qua dịch vụ bưu chính hoặc trực tuyến",
@@ -166,6 +176,8 @@ class PortalSimulator:
     #: the province's unit code; dossiers must belong to its province letter code
     madonvi: str
     session_ttl: float = 1800.0
+    #: the HinhThuc codes it accepts (not published: the adapter's channel codes)
+    channel_codes: frozenset[str] = frozenset(DEFAULT_CHANNEL_CODES.values())
     catalogue: dict[str, dict[str, Any]] = field(default_factory=load_catalogue)
     sessions: dict[str, float] = field(default_factory=dict)
     dossiers: dict[str, _Dossier] = field(default_factory=dict)
@@ -311,6 +323,23 @@ class PortalSimulator:
         except ValueError:
             raise _Refused(ERR_BAD_REQUEST, f"{name} không đúng định dạng yyyyMMddHHmmss") from None
 
+    def _check_codes(self, record: HoSo) -> None:
+        """The code lists of a dossier record, and the dates of its supplement requests."""
+
+        def one_of(value: object, allowed: Collection[str], name: str) -> None:
+            if value is not None and str(value) not in allowed:
+                raise _Refused(ERR_BAD_REQUEST, f"{name} không hợp lệ: {value!r}")
+
+        one_of(record.LoaiDoiTuong, LOAI_DOI_TUONG, "LoaiDoiTuong")
+        one_of(record.HinhThuc, self.channel_codes, "HinhThuc")
+        one_of(record.DuocThanhToanTrucTuyen, DUOC_THANH_TOAN, "DuocThanhToanTrucTuyen")
+        for fee in record.DanhSachLePhi:
+            one_of(fee.LoaiPhiLePhi, LOAI_PHI_LE_PHI, "LoaiPhiLePhi")
+        for extra in record.DanhSachHoSoBoSung:
+            self._date(extra.NgayBoSung, "NgayBoSung", required=True)
+            self._date(extra.NgayTiepNhanBoSung, "NgayTiepNhanBoSung")
+            self._date(extra.NgayHenTraMoi, "NgayHenTraMoi")
+
     def _transition(self, history: list[DossierStatus], new: DossierStatus, code: str) -> None:
         try:
             check_transition(history, new)
@@ -347,6 +376,7 @@ class PortalSimulator:
             self._date(record.NgayKetThucXuLy, "NgayKetThucXuLy")
             if due is not None and due < received:
                 raise _Refused(ERR_REJECTED, "NgayHenTra trước NgayTiepNhan")
+            self._check_codes(record)
             for ident in record.DinhDanhCHS:
                 width = {"1": 12, "2": 9}.get(ident.LoaiDinhDanh)
                 if (
@@ -453,7 +483,8 @@ class PortalSimulator:
 
     # the national side's own dossiers ---------------------------------------------
     def sample_push(self, seq: int, *, message_id: str | None = None) -> dict[str, Any]:
-        """A dossier "submitted on the national portal" today, with one PDF-like file."""
+        """A dossier "submitted on the national portal" today, with one PDF-like file; the
+        portal keeps it (status registered) like the dossiers the province syncs."""
         now = datetime.now(VN_TZ).replace(microsecond=0)
         unit = self.madonvi.rsplit(".", 1)[0][:-2] + "19." + self.madonvi.rsplit(".", 1)[1]
         code = f"{unit}-{now:%y%m%d}-{9000 + seq % 1000:04d}"
@@ -476,6 +507,12 @@ class PortalSimulator:
             NoiNopHoSo="Cổng Dịch vụ công quốc gia",
             DuocThanhToanTrucTuyen="1",
         )
+        with self._lock:
+            # submitted nationally: the portal holds it, so the province's sync is an update
+            stamp = time.time()
+            self.dossiers.setdefault(
+                code, _Dossier(record.model_dump(), [DossierStatus.REGISTERED], stamp, stamp)
+            )
         content = b"%PDF-1.4\n% sample national dossier attachment\n" + code.encode() + b"\n%%EOF\n"
         return {
             "maGiaoDich": message_id or f"DVCQG-{code}-{seq}",

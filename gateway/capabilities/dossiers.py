@@ -644,7 +644,8 @@ def check_transition(
 
     Rules, mirroring the national portal: nothing follows ``withdrawn``, ``not_received`` or
     ``returned`` (the same status may be re-sent to update other fields); ``returned`` needs
-    ``processed`` first; a dossier cannot go back to ``registered`` once received.
+    ``processed`` first; a dossier cannot go back to ``registered`` once received, nor to
+    ``received`` once processed.
     """
     seen = list(history)
     if not seen:
@@ -665,6 +666,10 @@ def check_transition(
     if new is DossierStatus.REGISTERED and current is not DossierStatus.REGISTERED:
         raise ValidationFailed.field(
             pointer, f"a dossier cannot go back to registered from {current.value}"
+        )
+    if new is DossierStatus.RECEIVED and DossierStatus.PROCESSED in seen:
+        raise ValidationFailed.field(
+            pointer, f"a processed dossier cannot go back to received (it is {current.value})"
         )
     if new is DossierStatus.NOT_RECEIVED and current not in (
         DossierStatus.REGISTERED,

@@ -419,6 +419,15 @@ async def test_inbound_dossier_pushed_twice_produces_one_event(rig: Rig) -> None
         "duplicate",
     ]
 
+    # the province receives it: the portal already holds it, so the sync is an update
+    r = await rig.put_dossier(code, dossier_body("received"))
+    assert r.status_code == 202, r.text
+    await rig.wait_jobs([r.json()["job_id"]])
+    syncs = [c for c in await rig.portal_calls(code) if c["service"] == "DongBoHoSoMC"]
+    assert [c["isUpdating"] for c in syncs] == ["True"]
+    stored = await rig.portal_dossier(code)
+    assert stored is not None and stored["history"] == ["registered", "received"]
+
 
 async def test_a_copy_with_another_body_changes_nothing_stored_and_forwards_nothing(
     rig: Rig,

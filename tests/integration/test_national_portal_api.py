@@ -87,6 +87,13 @@ async def test_impossible_transitions_are_422(rig: Rig) -> None:
     problem = _problem(await rig.put_dossier(code, dossier_body("processed")), 422)
     assert "withdrawn" in problem["detail"]
     assert await _queued(rig) == 3
+    # processed, then back to received: the portal would refuse it, so the gateway does
+    other = dossier_code(11)
+    assert (await rig.put_dossier(other, dossier_body("received"))).status_code == 202
+    assert (await rig.post_progress(other, [progress_record("processed", 1)])).status_code == 202
+    problem = _problem(await rig.put_dossier(other, dossier_body("received")), 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/status"]
+    assert await _queued(rig) == 5
 
 
 async def test_a_client_restricted_to_other_units_gets_403(rig: Rig) -> None:

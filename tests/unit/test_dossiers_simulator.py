@@ -9,6 +9,7 @@ import pytest
 from adapters.national_portal.models import WireMapping
 from adapters.national_portal.simulator import (
     ERR_CREDENTIALS,
+    ERR_REJECTED,
     ERR_SESSION,
     MAX_PROGRESS_PER_CALL,
     PortalSimulator,
@@ -94,6 +95,54 @@ def test_login_and_sessions(sim: PortalSimulator) -> None:
         ({"isUpdating": "False", "data": [_record(TrangThaiHoSo="10")]}, "không thể chuyển"),
         ({"isUpdating": "True", "data": [_record()]}, "không tồn tại"),
         ({"isUpdating": "False", "data": [{"MaHoSo": CODE}]}, "không hợp lệ"),
+        ({"isUpdating": "False", "data": [_record(LoaiDoiTuong="9")]}, "LoaiDoiTuong"),
+        ({"isUpdating": "False", "data": [_record(HinhThuc="7")]}, "HinhThuc"),
+        (
+            {"isUpdating": "False", "data": [_record(DuocThanhToanTrucTuyen="x")]},
+            "DuocThanhToanTrucTuyen",
+        ),
+        (
+            {
+                "isUpdating": "False",
+                "data": [
+                    _record(
+                        DanhSachLePhi=[{"TenPhiLePhi": "Lệ phí", "Gia": 1, "LoaiPhiLePhi": "5"}]
+                    )
+                ],
+            },
+            "LoaiPhiLePhi",
+        ),
+        (
+            {
+                "isUpdating": "False",
+                "data": [
+                    _record(
+                        DanhSachHoSoBoSung=[
+                            {"HoSoBoSungId": "1", "NoiDungBoSung": "x", "NgayBoSung": "05/01/2026"}
+                        ]
+                    )
+                ],
+            },
+            "NgayBoSung",
+        ),
+        (
+            {
+                "isUpdating": "False",
+                "data": [
+                    _record(
+                        DanhSachHoSoBoSung=[
+                            {
+                                "HoSoBoSungId": "1",
+                                "NoiDungBoSung": "x",
+                                "NgayBoSung": "20260105090000",
+                                "NgayHenTraMoi": "sau",
+                            }
+                        ]
+                    )
+                ],
+            },
+            "NgayHenTraMoi",
+        ),
     ],
 )
 def test_sync_refusals(sim: PortalSimulator, params: dict[str, Any], fragment: str) -> None:
@@ -116,6 +165,51 @@ def test_sync_create_update_and_transitions(sim: PortalSimulator) -> None:
     assert "không thể chuyển" in after["message"]
     state = sim.dossier_state(CODE)
     assert state is not None and state["history"] == ["received", "withdrawn"]
+
+
+def test_a_processed_dossier_cannot_go_back_to_received(sim: PortalSimulator) -> None:
+    assert _call(sim, "DongBoHoSoMC", isUpdating="False", data=[_record()])["error_code"] == 0
+    assert _call(sim, "CapNhatTienDoHoSoMC", data=[_progress("9")])["error_code"] == 0
+    back = _call(sim, "DongBoHoSoMC", isUpdating="True", data=[_record(TrangThaiHoSo="2")])
+    assert back["error_code"] == ERR_REJECTED and "không thể chuyển" in back["message"]
+    back = _call(sim, "CapNhatTienDoHoSoMC", data=[_progress("2")])
+    assert back["error_code"] == ERR_REJECTED
+    state = sim.dossier_state(CODE)
+    assert state is not None and state["history"] == ["received", "processed"]
+
+
+def test_the_gateways_own_records_pass_every_code_list(sim: PortalSimulator) -> None:
+    fees = [
+        {"TenPhiLePhi": "Phí", "Gia": 1, "LoaiPhiLePhi": "1"},
+        {"TenPhiLePhi": "Lệ phí", "Gia": 2, "LoaiPhiLePhi": "2"},
+    ]
+    extra = [{"HoSoBoSungId": "1", "NoiDungBoSung": "x", "NgayBoSung": "20260105090000"}]
+    for n, (kind, channel) in enumerate(zip("1234", "0120", strict=True)):
+        code = f"000.00.19.H47-260105-{n + 10:04d}"
+        record = _record(
+            MaHoSo=code,
+            LoaiDoiTuong=kind,
+            HinhThuc=channel,
+            DuocThanhToanTrucTuyen=str(n % 2),
+            DanhSachLePhi=fees,
+            DanhSachHoSoBoSung=extra,
+        )
+        reply = _call(sim, "DongBoHoSoMC", isUpdating="False", data=[record])
+        assert reply["error_code"] == 0, reply
+
+
+def test_a_nationally_submitted_dossier_is_held_by_the_portal(sim: PortalSimulator) -> None:
+    push = sim.sample_push(3)
+    code = push["maHoSo"]
+    state = sim.dossier_state(code)
+    assert state is not None and state["history"] == ["registered"]
+    assert _call(sim, "TraCuuHoSo", mahoso=code)["result"]["MaHoSo"] == code
+    # the province receives it: an update, not a second create
+    record = dict(push["hoSo"], TrangThaiHoSo="2")
+    assert _call(sim, "DongBoHoSoMC", isUpdating="False", data=[record])["error_code"] != 0
+    assert _call(sim, "DongBoHoSoMC", isUpdating="True", data=[record])["error_code"] == 0
+    state = sim.dossier_state(code)
+    assert state is not None and state["history"] == ["registered", "received"]
 
 
 def test_progress_refusals_and_the_limit_of_ten(sim: PortalSimulator) -> None:

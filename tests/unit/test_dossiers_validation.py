@@ -192,6 +192,7 @@ def test_parse_model_turns_pydantic_errors_into_pointers() -> None:
         ([S.PROCESSING], S.WITHDRAWN),
         ([S.PROCESSING], S.STOPPED),
         ([S.REGISTERED], S.NOT_RECEIVED),
+        ([S.REGISTERED, S.SUPPLEMENT_REQUESTED], S.RECEIVED),  # completed at intake
     ],
 )
 def test_possible_transitions(history: list[DossierStatus], new: DossierStatus) -> None:
@@ -208,6 +209,8 @@ def test_possible_transitions(history: list[DossierStatus], new: DossierStatus) 
         ([S.RETURNED], S.PROCESSING, "after returned"),
         ([S.NOT_RECEIVED], S.PROCESSING, "after refusal at intake"),
         ([S.PROCESSING], S.REGISTERED, "back to registered"),
+        ([S.RECEIVED, S.PROCESSED], S.RECEIVED, "back to received once processed"),
+        ([S.PROCESSED, S.PROCESSING], S.RECEIVED, "back to received once processed"),
         ([S.PROCESSING], S.NOT_RECEIVED, "refused at intake after processing began"),
     ],
 )
