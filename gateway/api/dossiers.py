@@ -37,6 +37,7 @@ from gateway.errors import (
     Overloaded,
     UnitNotAllowed,
     UpstreamFault,
+    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
     ValidationFailed,
@@ -205,7 +206,8 @@ async def get_dossier(
     tags=["dossiers"],
     summary="Every integration event of a dossier: synced, progress, received, failures, replays",
     description=(
-        "`items`, oldest first: `at` (epoch seconds), `label`, `outcome`, `system`, `detail`, "
+        "`items`, oldest first: `at` (RFC 3339 UTC, e.g. `2026-01-05T01:30:00.123456Z`), "
+        "`label`, `outcome`, `system`, `detail`, "
         "`request_id`, `source` (`job` or `audit`) and `ref` (the job id or audit record "
         "number). 404 when the gateway has no record of the dossier. " + _CODE_DOC
     ),
@@ -279,10 +281,13 @@ async def list_procedures(runtime: Runtime) -> dict[str, Any]:
     summary="One procedure: fields, steps, channels with time limits and fees, documents",
     description=(
         "The procedure's detail plus `stale` (as for the list). `code` is the national "
-        "procedure code (e.g. `1.001612`): 422 when malformed, 404 when the catalogue has no "
-        "such procedure."
+        "procedure code (e.g. `1.001612`): 422 when malformed, 404 when the portal answers "
+        "that it has no such procedure. Any other refusal of the portal serves the cached copy "
+        "with `stale: true`, or with no copy is a 422 `upstream-rejected` with its message."
     ),
-    responses=problem_responses(AUTHENTICATED, ValidationFailed, NotFound, _CATALOGUE_FAULTS),
+    responses=problem_responses(
+        AUTHENTICATED, ValidationFailed, NotFound, UpstreamRejected, _CATALOGUE_FAULTS
+    ),
     security=secured("dossiers:read"),
     opt=_READ,
 )
