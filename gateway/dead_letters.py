@@ -15,10 +15,11 @@ from gateway.errors import Conflict, NotFound
 from gateway.jobs import system_of
 from gateway.store.base import Job, Store
 
-__all__ = ["DeadLetter", "DeadLetters"]
+__all__ = ["SCAN_LIMIT", "DeadLetter", "DeadLetterPage", "DeadLetters"]
 
-#: how many dead letters one listing may read to satisfy a ``system`` filter
-_SCAN_LIMIT = 5000
+#: how many dead letters one listing may read to satisfy a ``system`` filter (the store filters
+#: by kind, not by system); past it the page ends early and says where to go on from
+SCAN_LIMIT = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,14 @@ def _dossier_of(job: Job) -> str | None:
     return key if key is not None and DOSSIER_CODE_PATTERN.match(key) else None
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    items: list[DeadLetter]
+    #: pass as ``before_id`` for the next (older) page; None when nothing older is left. Set
+    #: even with fewer than ``limit`` items when the scan window ran out before the end
+    next_before: str | None
+
+
 class DeadLetters:
     def __init__(self, store: Store, auditor: Auditor | None) -> None:
         self.store = store
@@ -52,26 +61,66 @@ class DeadLetters:
         held_back_limit: int = 20,
     ) -> list[DeadLetter]:
         """Newest first. ``system`` is the adapter prefix of the kind."""
+        found = await self.page(
+            system=system,
+            kind=kind,
+            limit=limit,
+            before_id=before_id,
+            held_back_limit=held_back_limit,
+        )
+        return found.items
+
+    async def page(
+        self,
+        *,
+        system: str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        before_id: str | None = None,
+        held_back_limit: int = 20,
+        scan_limit: int | None = None,
+    ) -> DeadLetterPage:
+        """Newest first, with where the next page starts. ``system`` is the adapter prefix of
+        the kind; at most ``scan_limit`` dead letters are read for it, so a system with few
+        dead letters among many of others' never makes one page slow: the page then ends
+        early, and ``next_before`` (the scan's cursor) carries the search on."""
+        scan_limit = scan_limit or SCAN_LIMIT
         found: list[Job] = []
         cursor = before_id
         scanned = 0
-        page = limit if system is None else max(limit, 100)
-        while len(found) < limit and scanned < _SCAN_LIMIT:
-            batch = await self.store.jobs.list_dead(kind=kind, limit=page, before_id=cursor)
-            if not batch:
+        exhausted = False
+        batch_size = limit if system is None else max(limit, 100)
+        while len(found) < limit:
+            if scanned >= scan_limit:
                 break
+            size = min(batch_size, scan_limit - scanned)
+            batch = await self.store.jobs.list_dead(kind=kind, limit=size, before_id=cursor)
             scanned += len(batch)
-            cursor = batch[-1].id
-            found.extend(j for j in batch if system is None or system_of(j.kind) == system)
-            if len(batch) < page:
+            for job in batch:
+                cursor = job.id
+                if system is None or system_of(job.kind) == system:
+                    found.append(job)
+                    if len(found) == limit:
+                        # the next page starts after this one, not after the whole batch:
+                        # the batch's later matches would be skipped
+                        break
+            if len(batch) < size:
+                exhausted = True
                 break
+        # a full page goes on after its last item; a short one after the window it read,
+        # unless the store had nothing more
+        next_before: str | None = None
+        if len(found) == limit:
+            next_before = found[-1].id
+        elif not exhausted:
+            next_before = cursor
         result: list[DeadLetter] = []
-        for job in found[:limit]:
+        for job in found:
             held: list[Job] = []
             if job.ordering_key is not None:
                 held = await self.store.jobs.held_back(job.ordering_key, limit=held_back_limit)
             result.append(DeadLetter(job, held))
-        return result
+        return DeadLetterPage(result, next_before)
 
     async def replay(self, job_id: str, *, actor: str) -> Job:
         """DEAD -> QUEUED (attempts kept); NotFound / Conflict otherwise. Audited."""

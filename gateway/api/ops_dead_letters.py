@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Request, delete, get, post
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 
 from gateway.api.jobs import JobView, iso, job_view
@@ -72,6 +73,18 @@ def dead_letters(runtime: Runtime) -> DeadLetters:
     "/ops/api/dead-letters",
     tags=["ops"],
     summary="Dead-lettered jobs, newest first, with the jobs each one holds back",
+    description=(
+        "Page on with `before` = the `X-Next-Before` header (absent on the last page). With "
+        "`system`, one call reads a bounded number of dead letters: a page may then hold fewer "
+        "than `limit` (even none) and still have a next one."
+    ),
+    response_headers=[
+        ResponseHeader(
+            name="X-Next-Before",
+            description="`before` of the next (older) page; absent on the last page",
+            documentation_only=True,
+        )
+    ],
     responses=problem_responses(AUTHENTICATED, ValidationFailed),
     security=secured("ops:read"),
     opt={"scopes": ["ops:read"]},
@@ -86,18 +99,21 @@ async def list_dead_letters(
     ] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     before: Annotated[str | None, Parameter(description="next page: ids older than this")] = None,
-) -> list[DeadLetterView]:
-    found = await dead_letters(runtime).list(
+) -> Response[list[DeadLetterView]]:
+    found = await dead_letters(runtime).page(
         system=system, kind=kind, limit=limit, before_id=before
     )
-    return [
+    views = [
         DeadLetterView(
             job=job_view(d.job),
             system=d.system,
             held_back=[HeldBackView(j.id, j.kind, iso(j.created_at)) for j in d.held_back],
         )
-        for d in found
+        for d in found.items
     ]
+    # a header, so the body stays the list it has always been
+    headers = {"X-Next-Before": found.next_before} if found.next_before else {}
+    return Response(views, headers=headers)
 
 
 @post(

@@ -118,6 +118,10 @@ MESSAGES: dict[str, dict[Language, str]] = {
         "en": "This job is no longer a dead letter.",
     },
     "no_dead_letters": {"vi": "Không có việc lỗi.", "en": "No dead letters."},
+    "no_dead_letters_window": {
+        "vi": "Không có việc lỗi nào khớp trong phần đã xem; bấm «Cũ hơn» để tìm tiếp.",
+        "en": "No matching dead letters in the part searched; “Older” searches on.",
+    },
     "created": {"vi": "Tạo lúc", "en": "Created"},
     "time": {"vi": "Thời điểm", "en": "Time"},
     "operation": {"vi": "Thao tác", "en": "Operation"},

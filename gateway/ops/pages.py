@@ -295,21 +295,26 @@ async def dead_letters(request: Request[Any, Any, Any], runtime: Runtime) -> Tem
     system = request.query_params.get("system") or None
     kind = request.query_params.get("kind") or None
     before = request.query_params.get("before") or None
-    page_size = 50
-    dead = await DeadLetters(runtime.store, runtime.audit).list(
-        system=system, kind=kind, limit=page_size, before_id=before
+    found = await DeadLetters(runtime.store, runtime.audit).page(
+        system=system, kind=kind, limit=50, before_id=before
     )
-    next_before = dead[-1].job.id if len(dead) == page_size else None
+    # the system filter reads a bounded window of dead letters: a short page (even an empty
+    # one) may still have older matches, and the link carries the search on from the window
+    next_link = None
+    if found.next_before:
+        params = {"system": system or "", "kind": kind or "", "before": found.next_before}
+        next_link = "?" + urlencode(params)
     return await _render(
         request,
         runtime,
         "dead_letters.html",
         "dead_letters",
-        dead=dead,
+        dead=found.items,
         system=system,
         kind=kind,
         system_names=sorted(runtime.registry.instances),
-        next_before=next_before,
+        next_before=found.next_before,
+        next_link=next_link,
     )
 
 

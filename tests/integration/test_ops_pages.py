@@ -313,3 +313,51 @@ async def test_dossier_page_shows_the_timeline_of_that_dossier(app: Litestar) ->
         assert "national_portal.sync_dossier attempt failed" in english.text
         assert "portal: bad code" in page.text
         assert job_id not in (await client.get("/ops/dossier?code=000.00.19.H47-260105-0043")).text
+
+
+async def test_the_system_filter_pages_past_its_scan_window(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system's dead letters behind many of other systems' are reached through "older"."""
+    import html
+
+    import gateway.dead_letters
+
+    monkeypatch.setattr(gateway.dead_letters, "SCAN_LIMIT", 50)
+    store = app.state.runtime.store
+    wanted = []
+    async with _client(app) as client:
+        for kind, n in (("population_db.verify", 2), ("national_portal.sync_dossier", 120)):
+            for i in range(n):
+                job, _ = await store.jobs.enqueue(NewJob(kind, {}, ordering_key=f"{kind}-{i}"))
+                leased = await store.jobs.lease("t", visibility=60, now=time.time())
+                assert leased is not None and leased.id == job.id
+                await store.jobs.dead_letter(
+                    job.id, "t", now=time.time(), attempt=Attempt(at=time.time(), error="x")
+                )
+                if kind.startswith("population_db"):
+                    wanted.append(job.id)
+        await _sign_in(client, READ_KEY)
+        url = "/ops/dead-letters?system=population_db"
+        first = await client.get(url)
+        assert 'id="no-dead-letters"' in first.text, "nothing of it among the 50 newest"
+        found: set[str] = set()
+        for _ in range(5):
+            page = await client.get(url)
+            found |= {j for j in wanted if f'data-job-id="{j}"' in page.text}
+            older = re.search(r'<a id="older" href="([^"]+)"', page.text)
+            if older is None:
+                break
+            url = "/ops/dead-letters" + html.unescape(older.group(1))
+        assert found == set(wanted)
+        # the ops API the same way, its cursor in a header (its body stays a list)
+        api: list[str] = []
+        params = {"system": "population_db", "limit": "50"}
+        for _ in range(5):
+            r = await client.get("/ops/api/dead-letters", params=params)
+            assert r.status_code == 200
+            api += [d["job"]["id"] for d in r.json()]
+            if "x-next-before" not in r.headers:
+                break
+            params["before"] = r.headers["x-next-before"]
+        assert api == wanted[::-1]
