@@ -140,6 +140,12 @@ MESSAGES: dict[str, dict[Language, str]] = {
         "en": "Filtered by a citizen ID, through its digest",
     },
     "clear_filter": {"vi": "Bỏ lọc", "en": "Clear"},
+    "citizen_id_in_url": {
+        "vi": "Số định danh không được đặt trên địa chỉ trang và đã bị bỏ qua; "
+        "hãy gõ vào ô Số định danh công dân.",
+        "en": "A citizen ID is never taken from the page's address and was ignored; "
+        "type it in the Citizen ID number field.",
+    },
     "bad_time": {
         "vi": "Thời điểm phải có dạng dd/mm/yyyy hh:mm (giờ Việt Nam); "
         "bộ lọc thời gian sai bị bỏ qua.",

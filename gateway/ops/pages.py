@@ -402,12 +402,11 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 async def audit_log(request: Request[Any, Any, Any], runtime: Runtime) -> Template:
     q = request.query_params
     # the form posts a citizen ID (below) and comes back with its keyed digest as ``subject``;
-    # ``citizen_id`` in the query is still understood for links built by other tools
-    citizen_id = (q.get("citizen_id") or "").strip()
+    # an ID put in the URL by hand or by another tool is not used: it is already in the
+    # browser's history and the logs, and a search that works that way invites doing it again
+    id_in_url = bool((q.get("citizen_id") or "").strip())
     subject = (q.get("subject") or "").strip().lower()
-    if citizen_id:
-        subject = runtime.audit.digest(citizen_id)
-    elif not _DIGEST.match(subject):
+    if not _DIGEST.match(subject):
         subject = ""
     before = q.get("before")
     bad_times: list[str] = []
@@ -457,7 +456,15 @@ async def audit_log(request: Request[Any, Any, Any], runtime: Runtime) -> Templa
         system_names=sorted(runtime.registry.instances),
         next_before=next_before,
         next_link="/ops/audit?" + urlencode(link_params),
+        **_id_in_url_flash(request, runtime) if id_in_url else {},
     )
+
+
+def _id_in_url_flash(request: Request[Any, Any, Any], runtime: Runtime) -> dict[str, Any]:
+    return {
+        "flash": translate("citizen_id_in_url", _lang(request, runtime)),
+        "flash_kind": "error",
+    }
 
 
 @post("/ops/audit", opt=WRITE, include_in_schema=False, status_code=303)

@@ -291,13 +291,37 @@ async def _citizen_search_case(client: httpx.AsyncClient, runtime: Any, citizen:
         adapter="population_db",
         subjects=["001099000001"],
     )
-    await _sign_in(client, READ_KEY)
-    page = await client.get(f"/ops/audit?citizen_id={citizen}")
+    token = await _sign_in(client, READ_KEY)
+    # the form posts the ID and comes back with its digest: the ID is in no URL
+    r = await client.post("/ops/audit", data={"csrf_token": token, "citizen_id": citizen})
+    assert r.status_code == 303
+    location = r.headers["location"]
+    assert citizen not in location
+    assert f"subject={runtime.audit.digest(citizen)}" in location
+    page = await client.get(location)
     assert page.status_code == 200
     assert citizen not in page.text
     assert "000.00.19.H47-260105-0009" in page.text
     assert page.text.count('class="outcome-ok"') == 1
     assert "Chuỗi băm toàn vẹn" in page.text
+    # an ID typed into the URL by hand is not used (no filter), and the page says why
+    by_url = await client.get(f"/ops/audit?citizen_id={citizen}")
+    assert by_url.status_code == 200
+    assert citizen not in by_url.text
+    assert by_url.text.count('class="outcome-ok"') == 2, "not filtered"
+    assert "Số định danh không được đặt trên địa chỉ trang" in by_url.text
+    # the ops API: the ID only in a POST body (with the session, the CSRF header as well)
+    refused = await client.get("/ops/api/audit", params={"subject": citizen})
+    assert refused.status_code == 400
+    assert citizen not in refused.text
+    found = await client.post(
+        "/ops/api/audit/search", json={"subject": citizen}, headers={"X-CSRF-Token": token}
+    )
+    assert found.status_code == 200, found.text
+    assert [i["dossier_code"] for i in found.json()["items"]] == ["000.00.19.H47-260105-0009"]
+    assert citizen not in found.text
+    no_token = await client.post("/ops/api/audit/search", json={"subject": citizen})
+    assert no_token.status_code == 401
 
 
 async def test_dossier_page_shows_the_timeline_of_that_dossier(app: Litestar) -> None:
