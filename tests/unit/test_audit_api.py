@@ -70,7 +70,11 @@ async def test_citizen_id_search_by_digest_never_echoes_the_id(
     served: tuple[Litestar, httpx.AsyncClient],
 ) -> None:
     app, http = served
-    response = await http.get("/ops/api/audit", params={"subject": "0790 1234 5678"})
+    # the ID only in a POST body, never in a URL: GET refuses it
+    refused = await http.get("/ops/api/audit", params={"subject": CITIZEN})
+    assert refused.status_code == 400
+    assert CITIZEN not in refused.text
+    response = await http.post("/ops/api/audit/search", json={"subject": "0790 1234 5678"})
     assert response.status_code == 200
     body = response.json()
     assert [item["seq"] for item in body["items"]] == [5, 1]
