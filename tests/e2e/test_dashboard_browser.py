@@ -28,9 +28,11 @@ pytestmark = pytest.mark.browser
 
 VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 APPLICANT_ID = "049190001234"
-#: how long the overview may take to show a new state: the page refreshes every 5 s and the
-#: probes run every PROBE_INTERVAL
-STATE_CHANGE_BUDGET = 5.0 + 4 * PROBE_INTERVAL
+#: the overview refreshes its fragment this often (``data-interval`` on the page, checked below)
+REFRESH_SECONDS = 5.0
+#: how long the overview may take to show a new state, as docs/dashboard.md says: the next
+#: probe finds it within the probe interval, the page shows it at its next refresh
+STATE_CHANGE_BUDGET = PROBE_INTERVAL + REFRESH_SECONDS
 
 
 def dossier_code(seq: int) -> str:
@@ -175,6 +177,10 @@ def test_a_sandbox_fault_turns_the_system_down_with_its_reason_without_a_reload(
     sign_in(page, gateway)
     card = system_card(page, "population_db")
     expect(card).to_have_attribute("data-state", "up", timeout=STATE_CHANGE_BUDGET * 1000)
+    # the refresh period the budget counts on is the page's own
+    expect(page.locator("#overview")).to_have_attribute(
+        "data-interval", str(int(REFRESH_SECONDS * 1000))
+    )
     # anything a full reload would wipe out
     page.evaluate("window.__sameDocument = true")
     r = httpx.put(
@@ -183,12 +189,11 @@ def test_a_sandbox_fault_turns_the_system_down_with_its_reason_without_a_reload(
         timeout=5,
     )
     r.raise_for_status()
-    started = time.monotonic()
     try:
+        # the check of the budget: this expect fails once STATE_CHANGE_BUDGET has passed
         expect(card).to_have_attribute(
             "data-state", re.compile("^(degraded|down)$"), timeout=STATE_CHANGE_BUDGET * 1000
         )
-        took = time.monotonic() - started
         # the reason, in Vietnamese: the probe failed, the circuit opened or calls fail
         reason = card.locator(".reason")
         expect(reason).to_have_attribute(
@@ -210,7 +215,6 @@ def test_a_sandbox_fault_turns_the_system_down_with_its_reason_without_a_reload(
         assert by_name["population_db"]["reason"]
         assert health["status"] in ("degraded", "down")
         screenshot(page, "03-overview-fault")
-        assert took < STATE_CHANGE_BUDGET + 1, took
     finally:
         httpx.delete(f"{gateway.sandbox}/_sandbox/faults/population_db", timeout=5)
 
