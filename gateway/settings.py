@@ -269,6 +269,9 @@ class SigningSettings(StrictModel):
     #: folder ``gateway keys dev-pki`` writes to; the sandbox uses it
     dev_pki_dir: Path = Path("var/pki")
     expiry_warning_days: int = Field(30, ge=1)
+    #: put the signing certificate's intermediates in KeyInfo too (issue 4: the chain is optional;
+    #: off when a peer wants the leaf only)
+    include_chain: bool = True
     #: per-peer verification settings, by peer name (the ``peer`` of a verification request)
     peers: dict[str, SigningPeerSettings] = Field(default_factory=dict)
     #: threads that sign and verify off the event loop (see docs/adr on the executor choice)
