@@ -153,8 +153,9 @@ async def main() -> None:
                     lambda: store.audit.query(AuditQuery(dossier_code=code, limit=100)),
                 ),
                 (
-                    "/ops/audit?citizen_id=",
-                    "/ops/audit?citizen_id=049203000001",
+                    # where the citizen-ID form lands (the ID posted, its digest in the URL)
+                    "/ops/audit?subject=<digest>",
+                    f"/ops/audit?subject={digest}",
                     lambda: store.audit.query(AuditQuery(subject_digest=digest, limit=100)),
                 ),
                 (
