@@ -391,7 +391,7 @@ def test_the_english_switch_and_sign_out(page: Page, gateway: Gateway) -> None:
         "National Public Service Portal"
     )
     expect(system_card(page, "national_portal").locator("dt").first).to_have_text(
-        "Latency p50 / p95"
+        "Latency p50 / p95 (5 min)"
     )
     screenshot(page, "08-overview-english")
     # the choice holds on the other pages and keeps their filters when switched back
