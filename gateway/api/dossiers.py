@@ -16,7 +16,13 @@ from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_202_ACCEPTED
 from pydantic import Field
 
-from gateway.api.openapi import AUTHENTICATED, WITH_BODY, problem_responses, secured
+from gateway.api.openapi import (
+    AUTHENTICATED,
+    WITH_BODY,
+    IdempotencyKey,
+    problem_responses,
+    secured,
+)
 from gateway.capabilities.dossiers import (
     AcceptedCommand,
     DossierInput,
@@ -138,7 +144,11 @@ def _accepted(cmd: AcceptedCommand) -> Response[dict[str, Any]]:
     opt=_WRITE,
 )
 async def put_dossier(
-    request: Request[Any, Any, Any], runtime: Runtime, code: str, data: DossierInput
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    code: str,
+    data: DossierInput,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[dict[str, Any]]:
     _checked_code(request, code)
     if data.code is not None and data.code != code:
@@ -166,7 +176,11 @@ async def put_dossier(
     opt=_WRITE,
 )
 async def post_progress(
-    request: Request[Any, Any, Any], runtime: Runtime, code: str, data: ProgressInput
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    code: str,
+    data: ProgressInput,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[dict[str, Any]]:
     _checked_code(request, code)
     cmd = await _capability(runtime).push_progress(

@@ -6,14 +6,18 @@ problem (:class:`Problem`), which ``type`` URIs that status carries on this rout
 example per type. The descriptions and examples come from the error classes themselves, so
 they cannot drift from what the gateway sends. :func:`secured` gives the security requirement
 of a route with the scopes it needs (OpenAPI 3.1 allows role names for non-OAuth schemes).
+:data:`IdempotencyKey` declares the ``Idempotency-Key`` header of a command route (a handler
+parameter: the ``IdempotencyMiddleware`` has done the work before the handler runs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
+from litestar.params import HeaderParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.problems import PROBLEM_MEDIA_TYPE
@@ -28,11 +32,14 @@ from gateway.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from gateway.idempotency import MAX_KEY_LENGTH
 
 __all__ = [
     "AUTHENTICATED",
     "WITH_BODY",
     "FieldErrorModel",
+    "IdempotencyKey",
     "Problem",
     "problem_responses",
     "secured",
@@ -49,6 +56,26 @@ AUTHENTICATED: tuple[type[GatewayError], ...] = (
 )
 #: what a route taking a JSON body adds: malformed or oversized body, per-field refusals
 WITH_BODY: tuple[type[GatewayError], ...] = (InvalidRequest, PayloadTooLarge, ValidationFailed)
+
+#: ``idempotency_key: IdempotencyKey = None`` on a command handler (POST/PUT/PATCH/DELETE
+#: under /v1 that does not opt out with ``opt={"no_idempotency": True}``) puts the header in
+#: the OpenAPI document; a test checks that every such route has it
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name=IDEMPOTENCY_HEADER.title(),
+        required=False,
+        description=(
+            f"1 to {MAX_KEY_LENGTH} visible ASCII characters, unique per command (a UUID): a "
+            "repeat with the same key and the same request gets the first answer again "
+            "(header `Idempotent-Replayed: true`), kept 24 h by default "
+            "(`jobs.idempotency_ttl`); the same key with another request is 422 "
+            "`idempotency-key-reused`; while the first is still being answered, 409 "
+            "`idempotency-key-in-flight`. Keys are scoped per client."
+        ),
+        examples=[Example(value="7f9c2b1e-4d5a-4c3b-9e8f-0a1b2c3d4e5f")],
+    ),
+]
 
 #: the security schemes declared in ``gateway.app`` (OpenAPIConfig.components)
 _SCHEMES = ("bearer", "apiKey")

@@ -195,3 +195,37 @@ def test_api_md_names_every_v1_route() -> None:
         "POST /v1/signatures/xml/verify",
     ):
         assert f"`{route}" in text, route
+
+
+async def test_every_command_route_declares_the_idempotency_key_header(
+    app: Litestar, document: dict[str, Any]
+) -> None:
+    """POST/PUT/PATCH/DELETE under /v1 that the IdempotencyMiddleware serves (no opt-out)
+    show the ``Idempotency-Key`` header; the routes that opt out do not."""
+    from gateway.idempotency import COMMAND_METHODS
+
+    commands: dict[tuple[str, str], bool] = {}
+    for route in app.routes:
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        if not path.startswith("/v1/"):
+            continue
+        for handler in getattr(route, "route_handlers", ()):
+            for method in set(getattr(handler, "http_methods", ())) & COMMAND_METHODS:
+                commands[(method, path)] = not handler.opt.get("no_idempotency", False)
+    assert ("PUT", "/v1/dossiers/{code}") in commands
+    assert ("POST", "/v1/dossiers/{code}/progress") in commands
+    wrong: list[str] = []
+    for (method, path), served in sorted(commands.items()):
+        op = document["paths"][path][method.lower()]
+        headers = [
+            p
+            for p in op.get("parameters", [])
+            if p["in"] == "header" and p["name"].lower() == "idempotency-key"
+        ]
+        if served and not (headers and headers[0].get("required") is False):
+            wrong.append(f"{method} {path}: no optional Idempotency-Key header")
+        if served and headers and "422" not in headers[0].get("description", ""):
+            wrong.append(f"{method} {path}: the header's description says nothing of 422")
+        if not served and headers:
+            wrong.append(f"{method} {path}: opts out, yet declares Idempotency-Key")
+    assert not wrong, wrong
