@@ -60,9 +60,10 @@ def _from_audit(r: AuditRecord, queued_at: dict[str, float]) -> TimelineEntry:
         detail = f"{detail} — {r.actor}" if detail else r.actor
     at = r.at
     job_id = r.extra.get("job_id")
-    if isinstance(job_id, str) and job_id in queued_at:
+    if r.direction != "internal" and isinstance(job_id, str) and job_id in queued_at:
         # a command is audited just after its job is queued, and a worker may already have
-        # tried it by then: the acceptance shows when the job was queued, before any attempt
+        # tried it by then: the acceptance shows when the job was queued, before any attempt.
+        # An operator's move (replay, discard) names the job too, but came later: it stays put
         at = min(at, queued_at[job_id])
     label, key = _LABELS.get(r.operation, (r.operation, None))
     return TimelineEntry(

@@ -68,3 +68,35 @@ def test_every_job_state_a_timeline_names_is_translated() -> None:
         for lang in LANGUAGES:
             fields = {f for _, f, _, _ in string.Formatter().parse(entry[lang]) if f}
             assert fields == {"kind"}, (state, lang)
+
+
+async def test_a_replay_shows_when_it_happened_not_when_its_job_was_queued(
+    store: Store,
+) -> None:
+    """The acceptance of a command is moved back to when its job was queued (it is audited just
+    after); an operator's replay of that job names it too, but happened later: it stays put."""
+    job, _ = await store.jobs.enqueue(NewJob("portal.sync", {}, ordering_key=CODE))
+    leased = await store.jobs.lease("w1", visibility=30, now=time.time())
+    assert leased is not None
+    failed_at = time.time() + 1
+    assert await store.jobs.dead_letter(
+        job.id, "w1", now=failed_at, attempt=Attempt(at=failed_at, error="refused")
+    )
+    for at, direction, operation in (
+        (job.created_at + 0.5, "inbound", "dossier.accepted"),
+        (failed_at + 5, "internal", "dlq.replay"),
+    ):
+        await store.audit.append(
+            AuditRecord(
+                at=at,
+                direction=direction,
+                actor="x",
+                operation=operation,
+                outcome="ok",
+                dossier_code=CODE,
+                extra={"job_id": job.id},
+            )
+        )
+    labels = [e.label for e in await dossier_timeline(store, CODE)]
+    assert labels.index("dossier.accepted") < labels.index("portal.sync attempt failed")
+    assert labels.index("portal.sync attempt failed") < labels.index("replayed by an operator")
