@@ -7,6 +7,8 @@ handlers reach it through the ``runtime`` dependency (``gateway.api.deps``). A s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +69,10 @@ class Runtime:
     ops_sessions: OpsSessions = field(init=False)
     #: XML signing and verification with the configured keys, trust and peers, off the loop
     signing: SigningService = field(init=False)
+    #: how often every process re-checks certificate expiry (metric and warnings); daily is
+    #: plenty for a threshold counted in days, tests shorten it
+    certificate_check_seconds: float = 86_400.0
+    _certificate_watch: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.settings.jobs, self.store, registry=self.registry)
@@ -116,7 +122,11 @@ class Runtime:
         await self._start_adapters()  # before the workers: they run adapters' handlers
         self._start_jobs()
         self.health.start()
-        self.signing.start()  # certificate expiry metric and warnings
+        self.signing.start()  # certificate expiry metric and warnings, now and then daily
+        self._certificate_watch = asyncio.create_task(
+            self.signing.watch_certificates(self.certificate_check_seconds),
+            name="certificate-expiry-check",
+        )
         self.started = True
 
     async def stop(self) -> None:
@@ -125,6 +135,11 @@ class Runtime:
         await self._stop_jobs()
         await self.webhooks.aclose()
         await self._stop_adapters()
+        if self._certificate_watch is not None:
+            self._certificate_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._certificate_watch
+            self._certificate_watch = None
         self.signing.close()
         await self.store.close()
 

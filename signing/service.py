@@ -73,10 +73,32 @@ class SigningService:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=False)
 
+    async def watch_certificates(self, interval_seconds: float) -> None:
+        """Re-run :meth:`check_certificates` every ``interval_seconds`` until cancelled.
+
+        A gateway runs for months: a warning logged only at start-up says nothing when a
+        certificate crosses ``expiry_warning_days`` later. Every process runs its own watch
+        (not a scheduled job, which one instance only would run) because the expiry gauge
+        lives in each process's own /metrics. A failing check is logged and retried at the
+        next interval; it never stops the watch.
+        """
+        while True:
+            await asyncio.sleep(interval_seconds)
+            try:
+                await self._run(self.check_certificates)
+            except ConfigurationError as exc:
+                log.warning("signing.certificate_check_failed", detail=exc.detail)
+            except Exception as exc:  # the watch outlives one bad check (cancel is not one)
+                log.error("signing.certificate_check_failed", error=type(exc).__name__)
+
     def check_certificates(self) -> list[CertificateStatus]:
         days = self.cfg.expiry_warning_days
         statuses: list[CertificateStatus] = []
-        material = self._material_if_configured()
+        # the certificate in use once signing started (a renewed file on disk is not yet
+        # what the gateway signs with), else what is configured
+        with self._lock:
+            signer = self._signer
+        material = signer.material if signer is not None else self._material_if_configured()
         if material is not None:
             source = str(self.cfg.pkcs12_path or self.cfg.cert_path)
             statuses += observe_certificates(
@@ -128,7 +150,10 @@ class SigningService:
         with self._lock:
             if self._signer is None:
                 self._signer = XmlSigner(
-                    self._material(), max_bytes=self.max_bytes, max_depth=self.max_depth
+                    self._material(),
+                    include_chain=self.cfg.include_chain,
+                    max_bytes=self.max_bytes,
+                    max_depth=self.max_depth,
                 )
             return self._signer
 

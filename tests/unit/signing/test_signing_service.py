@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from gateway.errors import ConfigurationError, ValidationFailed
 from gateway.settings import SigningSettings
-from signing.keys import DevPki
+from signing.keys import DevPki, issue_certificate, load_certificates
 from signing.service import SigningService
 from signing.sign import XmlSigner
+from signing.trust import CERTIFICATE_EXPIRY
+
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
 
 
 def _settings(pki: DevPki, **extra: object) -> SigningSettings:
@@ -100,3 +110,86 @@ def test_start_reports_every_certificate_relied_on(pki: DevPki) -> None:
     roles = [s.role for s in service.start()]
     assert roles == ["signing", "trust-anchor", "peer:payments"]
     assert isinstance(service.signer(), XmlSigner)
+
+
+def _chained_pki(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A root, an issuing CA and a leaf on disk: the cert file holds leaf + intermediate."""
+    root = issue_certificate(None, "root CA", ca=True, path_length=1)
+    issuing = issue_certificate(root, "issuing CA", ca=True, path_length=0)
+    leaf = issue_certificate(issuing, "gateway signer")
+    key_path, cert_path, root_path = (tmp_path / n for n in ("k.pem", "c.pem", "root.pem"))
+    key_path.write_bytes(
+        leaf.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in leaf.certificates())
+    )
+    root_path.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path, root_path
+
+
+@pytest.mark.parametrize(("include_chain", "certificates"), [(True, 2), (False, 1)])
+async def test_include_chain_setting_decides_what_keyinfo_carries(
+    tmp_path: Path, document: bytes, include_chain: bool, certificates: int
+) -> None:
+    key_path, cert_path, root_path = _chained_pki(tmp_path)
+    service = SigningService(
+        SigningSettings(
+            key_path=key_path,
+            cert_path=cert_path,
+            trust_paths=[root_path],
+            include_chain=include_chain,
+        ),
+        max_bytes=1_000_000,
+    )
+    try:
+        signed = await service.sign(document)
+    finally:
+        service.close()
+    x509_data = etree.fromstring(signed.xml).findall(
+        f".//{{{DSIG}}}X509Data/{{{DSIG}}}X509Certificate"
+    )
+    assert len(x509_data) == certificates
+    leaf = load_certificates(cert_path)[0]
+    first = x509.load_der_x509_certificate(base64.b64decode(x509_data[0].text or ""))
+    assert first == leaf  # the signing certificate always comes first
+
+
+async def test_certificate_check_reruns_on_its_interval(pki: DevPki) -> None:
+    service = SigningService(_settings(pki, expiry_warning_days=10_000), max_bytes=1000)
+    cert = pki.gateway.load().certificate
+    labels = {
+        "role": "signing",
+        "subject": cert.subject.rfc4514_string(),
+        "serial": format(cert.serial_number, "X"),
+    }
+    if _sample(labels) is not None:  # an earlier test's check: start from no sample
+        CERTIFICATE_EXPIRY.remove(*labels.values())
+    with capture_logs() as logs:
+        watch = asyncio.create_task(service.watch_certificates(0.02))
+        try:
+            for _ in range(500):
+                if len(_signing_warnings(logs)) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            service.close()
+    assert len(_signing_warnings(logs)) >= 2  # checked again and again, not only once
+    assert _sample(labels) == cert.not_valid_after_utc.timestamp()
+
+
+def _sample(labels: dict[str, str]) -> float | None:
+    return REGISTRY.get_sample_value("gateway_certificate_expiry_timestamp_seconds", labels)
+
+
+def _signing_warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        e for e in logs if e["event"] == "signing.certificate_expiring" and e["role"] == "signing"
+    ]
