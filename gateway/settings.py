@@ -288,6 +288,18 @@ class SandboxSettings(StrictModel):
     #: faults set at start: {system: {operation: {latency_ms, error_rate, status, timeout, ...}}}
     faults: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
+    @field_validator("faults")
+    @classmethod
+    def _fault_specs(
+        cls, value: dict[str, dict[str, dict[str, Any]]]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        # checked here, so `gateway check-config` names a typo such as latncy_ms; imported
+        # late because gateway.sandbox imports this module
+        from gateway.sandbox import parse_fault_table
+
+        parse_fault_table(value)  # ValueError: "faults.<system>.<operation>.<key>: reason"
+        return value
+
 
 class OpsSettings(StrictModel):
     #: how long an ops sign-in lasts (sessions live in the store, shared by every instance)

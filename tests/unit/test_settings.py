@@ -202,6 +202,17 @@ def test_check_config_prints_the_effective_config_with_secrets_redacted(
             "retention.idempotency_hours: Extra inputs are not permitted",
         ),
         ('[ops]\nsession_secret = "x"\n', {}, "ops.session_secret: Extra inputs are not permitted"),
+        # fault specs are checked with the sandbox's own model: a typo is named, not ignored
+        (
+            "[sandbox.faults.population_db.TraCuu]\nlatncy_ms = 200\n",
+            {},
+            "faults.population_db.TraCuu.latncy_ms: Extra inputs are not permitted",
+        ),
+        (
+            '[sandbox.faults.population_db."*"]\nerror_rate = 0.8\ndrop_rate = 0.5\n',
+            {},
+            "faults.population_db.*: Value error, error_rate + timeout_rate",
+        ),
     ],
 )
 def test_check_config_exits_2_naming_the_key_and_reason(
