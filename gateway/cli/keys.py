@@ -83,6 +83,9 @@ def inspect(
     Without PATHS: the configured signing certificate, trust anchors, peer pins and the
     development PKI's simulators. With PATHS: the certificates in those files or folders.
     """
+    settings = settings_from_context(ctx, config)
+    # the same threshold as the start-up and daily checks' warning
+    warning_days = settings.signing.expiry_warning_days
     statuses: list[CertificateStatus] = []
     try:
         if paths:
@@ -90,13 +93,14 @@ def inspect(
                 for cert in _certificates_under(path):
                     statuses.append(certificate_status(cert, role="file", source=str(path)))
         else:
-            statuses = _configured(settings_from_context(ctx, config))
+            statuses = _configured(settings)
     except ConfigurationError as exc:
         fail(exc.detail, EXIT_FAILED)
     if as_json:
-        click.echo(json.dumps([_as_dict(s) for s in statuses], indent=2, ensure_ascii=False))
+        entries = [_as_dict(s, warning_days) for s in statuses]
+        click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
     else:
-        _table(statuses)
+        _table(statuses, warning_days)
     if any(s.days_left < 0 for s in statuses):
         raise SystemExit(EXIT_FAILED)
 
@@ -140,7 +144,7 @@ def _configured(settings: Settings) -> list[CertificateStatus]:
     return out
 
 
-def _state(status: CertificateStatus, warning_days: int = 30) -> str:
+def _state(status: CertificateStatus, warning_days: int) -> str:
     if status.days_left < 0:
         return "EXPIRED"
     if status.days_left < warning_days:
@@ -148,17 +152,17 @@ def _state(status: CertificateStatus, warning_days: int = 30) -> str:
     return "ok"
 
 
-def _as_dict(status: CertificateStatus) -> dict[str, object]:
+def _as_dict(status: CertificateStatus, warning_days: int) -> dict[str, object]:
     return {
         "role": status.role,
         "source": status.source,
         "days_left": round(status.days_left, 1),
-        "state": _state(status),
+        "state": _state(status, warning_days),
         **status.info.as_dict(),
     }
 
 
-def _table(statuses: list[CertificateStatus]) -> None:
+def _table(statuses: list[CertificateStatus], warning_days: int) -> None:
     if not statuses:
         click.echo("no certificates found")
         return
@@ -169,7 +173,7 @@ def _table(statuses: list[CertificateStatus]) -> None:
             s.info.serial,
             s.info.not_after.date().isoformat(),
             f"{s.days_left:.0f}",
-            _state(s),
+            _state(s, warning_days),
         )
         for s in statuses
     ]

@@ -45,6 +45,11 @@ def _read(path: Path) -> bytes:
 )
 @click.option("--password-env", help="Environment variable holding the key's password.")
 @click.option("--password-file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option(
+    "--no-chain",
+    is_flag=True,
+    help="Put only the signing certificate in KeyInfo, not its intermediates.",
+)
 @click.pass_context
 def sign(
     ctx: click.Context,
@@ -58,9 +63,13 @@ def sign(
     pkcs12_path: Path | None,
     password_env: str | None,
     password_file: Path | None,
+    no_chain: bool,
 ) -> None:
     """Sign FILE ("-" for standard input) with the gateway's key, or the one given."""
     settings = settings_from_context(ctx, config)
+    if no_chain:
+        signing = settings.signing.model_copy(update={"include_chain": False})
+        settings = settings.model_copy(update={"signing": signing})
     data = _read(file)
     try:
         if pkcs12_path or key_path:
@@ -71,7 +80,11 @@ def sign(
                 material = load_key_material(key_path, cert_path, password)
             else:
                 fail("--key needs --cert", EXIT_USAGE)
-            signer = XmlSigner(material, max_bytes=settings.server.max_body_bytes)
+            signer = XmlSigner(
+                material,
+                include_chain=settings.signing.include_chain,
+                max_bytes=settings.server.max_body_bytes,
+            )
         else:
             signer = _service(settings).signer()
         signed = signer.sign(

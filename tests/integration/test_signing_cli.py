@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from lxml import etree
 
 from gateway.cli import main
 from signing.keys import ensure_dev_pki, issue_certificate
@@ -152,3 +153,96 @@ def test_sign_without_a_key_says_how_to_get_one(config: Path, tmp_path: Path) ->
     code, _, err = run(config, "sign", str(source))
     assert code == 2
     assert "gateway keys dev-pki" in err
+
+
+def _chained_config(tmp_path: Path, include_chain: bool | None = None) -> Path:
+    """A signing key whose certificate file holds the leaf and an issuing CA."""
+    root = issue_certificate(None, "root CA", ca=True, path_length=1)
+    issuing = issue_certificate(root, "issuing CA", ca=True, path_length=0)
+    leaf = issue_certificate(issuing, "gateway signer")
+    (tmp_path / "chain.key.pem").write_bytes(
+        leaf.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "chain.cert.pem").write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in leaf.certificates())
+    )
+    (tmp_path / "root.pem").write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
+    setting = "" if include_chain is None else f"include_chain = {str(include_chain).lower()}"
+    path = tmp_path / "chained.toml"
+    path.write_text(
+        f"""
+[signing]
+key_path = "{tmp_path}/chain.key.pem"
+cert_path = "{tmp_path}/chain.cert.pem"
+trust_paths = ["{tmp_path}/root.pem"]
+{setting}
+"""
+    )
+    return path
+
+
+def _keyinfo_certificates(signed: bytes) -> int:
+    ns = "{http://www.w3.org/2000/09/xmldsig#}"
+    return len(etree.fromstring(signed).findall(f".//{ns}KeyInfo/{ns}X509Data/{ns}X509Certificate"))
+
+
+@pytest.mark.parametrize(
+    ("include_chain", "flags", "certificates"),
+    [
+        (None, [], 2),  # default: leaf and issuing CA
+        (None, ["--no-chain"], 1),
+        (False, [], 1),  # [signing] include_chain = false
+        (True, ["--no-chain"], 1),  # the flag wins over the configuration
+    ],
+)
+def test_sign_chain_in_keyinfo_is_optional(
+    tmp_path: Path, include_chain: bool | None, flags: list[str], certificates: int
+) -> None:
+    config = _chained_config(tmp_path, include_chain)
+    source = tmp_path / "doc.xml"
+    source.write_text(DOC, encoding="utf-8")
+    signed = tmp_path / "signed.xml"
+    code, _, err = run(config, "sign", str(source), "--out", str(signed), *flags)
+    assert code == 0, err
+    assert _keyinfo_certificates(signed.read_bytes()) == certificates
+    code, out, err = run(config, "verify", str(signed))
+    if certificates == 2:
+        assert code == 0 and out.startswith("valid: trusted"), err
+    else:  # the leaf alone cannot be chained to the root: the peer must hold the intermediate
+        assert code == 1 and "signature-untrusted" in err
+
+
+def test_sign_with_explicit_key_honours_no_chain(tmp_path: Path) -> None:
+    config = _chained_config(tmp_path)
+    source = tmp_path / "doc.xml"
+    source.write_text(DOC, encoding="utf-8")
+    key = ["--key", str(tmp_path / "chain.key.pem"), "--cert", str(tmp_path / "chain.cert.pem")]
+    for flags, certificates in (([], 2), (["--no-chain"], 1)):
+        result = CliRunner().invoke(
+            main, ["--config", str(config), "sign", *key, *flags, str(source)]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert _keyinfo_certificates(result.stdout_bytes) == certificates
+
+
+def test_inspect_uses_the_configured_warning_days(config: Path, tmp_path: Path) -> None:
+    run(config, "keys", "dev-pki", "--simulator", "postal")
+    # a fresh development leaf has 730 days: inside a 1000-day window, outside the default 30
+    code, out, _ = run(config, "keys", "inspect", "--json")
+    assert code == 0 and {e["state"] for e in json.loads(out)} == {"ok"}
+    wide = tmp_path / "wide.toml"
+    wide.write_text(config.read_text() + "expiry_warning_days = 1000\n")
+    code, out, _ = run(wide, "keys", "inspect", "--json")
+    assert code == 0
+    states = {e["role"]: e["state"] for e in json.loads(out)}
+    assert states["signing"] == "expiring" and states["simulator:postal"] == "expiring"
+    assert states["trust-anchor"] == "ok"  # the CA has ten years
+    code, out, _ = run(wide, "keys", "inspect")
+    signing_row = next(line for line in out.splitlines() if line.startswith("signing"))
+    assert signing_row.split()[-1] == "expiring"
+    code, out, _ = run(wide, "keys", "inspect", str(tmp_path / "pki" / "gateway.cert.pem"))
+    assert code == 0 and out.splitlines()[1].split()[-1] == "expiring"
