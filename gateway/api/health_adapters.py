@@ -12,10 +12,20 @@ from gateway.api.openapi import AUTHENTICATED, problem_responses, secured
 from gateway.health import SystemHealth
 from gateway.runtime import Runtime
 
-__all__ = ["routes"]
+__all__ = ["overall_status", "routes"]
 
 #: kept as epoch seconds inside (the dashboard formats them), RFC 3339 like every API time
 _TIMES = ("probe_at", "last_success", "last_failure")
+
+
+def overall_status(states: list[str]) -> str:
+    """``down`` if any system is down; else ``degraded`` if any is degraded or unknown (a
+    system without a probe result is not known to work); else ``up``."""
+    if "down" in states:
+        return "down"
+    if "degraded" in states or "unknown" in states:
+        return "degraded"
+    return "up"
 
 
 def _view(system: SystemHealth) -> dict[str, Any]:
@@ -32,8 +42,10 @@ def _view(system: SystemHealth) -> dict[str, Any]:
     description=(
         "The lock-holding instance probes each system every `ops.probe_interval_seconds`; "
         "every instance adds its live-traffic figures. `state` is up, degraded, down or "
-        "unknown; `reason` says why when it is not up. Times (`probe_at`, `last_success`, "
-        "`last_failure`) are RFC 3339 UTC."
+        "unknown (no probe result yet); `reason` says why when it is not up. The top-level "
+        "`status` is `down` when any system is down, else `degraded` when any is degraded "
+        "or unknown, else `up`. Times (`probe_at`, `last_success`, `last_failure`) are "
+        "RFC 3339 UTC."
     ),
     responses=problem_responses(AUTHENTICATED),
     security=secured("ops:read"),
@@ -41,11 +53,8 @@ def _view(system: SystemHealth) -> dict[str, Any]:
 )
 async def adapters_health(runtime: Runtime) -> dict[str, Any]:
     systems = await runtime.health.snapshot()
-    worst = "up"
-    for s in systems:
-        if s.state == "down" or (s.state == "degraded" and worst == "up"):
-            worst = s.state
-    return {"status": worst, "systems": [_view(s) for s in systems]}
+    status = overall_status([s.state for s in systems])
+    return {"status": status, "systems": [_view(s) for s in systems]}
 
 
 routes: list[ControllerRouterHandler] = [adapters_health]
