@@ -18,6 +18,33 @@ from signing.checksums import (
 
 HASH_KEY = "k3y-of-the-partner"
 
+#: the wire names of DOMAIN.md's result notification checksum, in its order
+NOTIFICATION_WIRE_ORDER = (
+    "LoaiBanTin",
+    "MaLoi",
+    "MaDoiTac",
+    "MaThamChieu",
+    "SoTien",
+    "MaTienTe",
+    "MaGiaoDich",
+    "MaNganHang",
+    "ThoiGianGD",
+    "ThongTinGiaoDich",
+)
+#: docs/signing.md's English name of each wire field
+ENGLISH = {
+    "LoaiBanTin": "message_type",
+    "MaLoi": "result_code",
+    "MaDoiTac": "partner_code",
+    "MaThamChieu": "reference",
+    "SoTien": "amount",
+    "MaTienTe": "currency",
+    "MaGiaoDich": "transaction_id",
+    "MaNganHang": "bank_code",
+    "ThoiGianGD": "transaction_time",
+    "ThongTinGiaoDich": "order_info",
+}
+
 INIT = {
     "message_type": "1",
     "version": "2.1",
@@ -63,9 +90,19 @@ def test_payment_notification_known_answer_and_order() -> None:
     expected = hashlib.sha256(raw.encode()).hexdigest()
     assert PAYMENT_NOTIFICATION.compute(values, HASH_KEY) == expected
     PAYMENT_NOTIFICATION.require(values, HASH_KEY, expected)
-    # the same fields in the init order give another value: the order matters
-    swapped = "2|QNAM|00|000.00.19.H47-260105-0001|150000|704|TX123|VCB|20260105093512|ok|"
-    assert hashlib.sha256((swapped + HASH_KEY).encode()).hexdigest() != expected
+    # DOMAIN.md, field by field: LoaiBanTin|MaLoi|MaDoiTac|MaThamChieu|SoTien|MaTienTe|
+    # MaGiaoDich|MaNganHang|ThoiGianGD|ThongTinGiaoDich (every value distinct, so any swap shows)
+    assert PAYMENT_NOTIFICATION.fields == tuple(ENGLISH[wire] for wire in NOTIFICATION_WIRE_ORDER)
+    assert (
+        PAYMENT_NOTIFICATION.message(values)
+        == "2|00|QNAM|000.00.19.H47-260105-0001|150000|704|TX123|VCB|20260105093512|ok"
+    )
+    # a peer that hashed the init order (partner code before the result code) is refused
+    init_order = "2|QNAM|00|000.00.19.H47-260105-0001|150000|704|TX123|VCB|20260105093512|ok|"
+    wrong = hashlib.sha256((init_order + HASH_KEY).encode()).hexdigest()
+    assert not PAYMENT_NOTIFICATION.matches(values, HASH_KEY, wrong)
+    with pytest.raises(SignatureInvalid, match="does not match"):
+        PAYMENT_NOTIFICATION.require(values, HASH_KEY, wrong)
 
 
 def test_payment_query_known_answer() -> None:
