@@ -22,6 +22,7 @@ from gateway.cli.common import EXIT_USAGE, config_option, fail, settings_from_co
 from gateway.errors import ConfigurationError
 from gateway.security import ClientDirectory
 from gateway.settings import CONFIG_ENV, Settings
+from gateway.store import _redis_sentinel
 
 __all__ = ["check_config", "redacted_config", "unknown_environment_variables"]
 
@@ -54,6 +55,8 @@ def unknown_environment_variables(environ: dict[str, str] | None = None) -> list
 
 
 def _redact_url(url: str) -> str:
+    if _redis_sentinel.is_sentinel_url(url):  # a host list, which urlsplit cannot read
+        return _redis_sentinel.redact(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url
