@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import select
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
+import signing.xml as signing_xml
 from gateway.errors import XmlRejected
 from signing.xml import hardened_parser, parse_xml, resolver_calls, zeep_settings
 
@@ -114,3 +118,91 @@ def test_zeep_settings_forbid_dtd_and_entities(attacks_dir: Path) -> None:
     assert not settings.xml_huge_tree
     with pytest.raises(DTDForbidden):
         zeep_parse_xml((attacks_dir / "xmlbomb.xml").read_bytes(), None, settings=settings)
+
+
+# ----------------------------------------------------------------- real targets, bare parser
+#
+# parse_xml refuses any DOCTYPE in a byte scan before libxml2 runs, and the attack files point
+# at paths and hosts that do not exist, so neither proves what libxml2 itself does. These
+# tests give the bare parser (the one parse_xml uses) entities and DTDs that point at a REAL
+# file holding a marker and at a REAL listening socket, and prove nothing was read or dialled.
+
+MARKER = "MARKER-7f3a9c-secret-file-content"
+
+
+@pytest.fixture
+def secret_files(tmp_path: Path) -> tuple[Path, Path]:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(MARKER, encoding="utf-8")
+    dtd = tmp_path / "external.dtd"
+    dtd.write_text(f'<!ENTITY fromdtd "{MARKER}">', encoding="utf-8")
+    return secret, dtd
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _connected(server: socket.socket, wait: float = 0.2) -> bool:
+    """Whether anything connected (the kernel completes a connect before accept())."""
+    readable, _, _ = select.select([server], [], [], wait)
+    if readable:
+        server.accept()[0].close()
+    return bool(readable)
+
+
+def _entity_documents(secret: Path, dtd: Path, port: int) -> dict[str, str]:
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "file entity": f'<!DOCTYPE r [<!ENTITY f SYSTEM "{secret.as_uri()}">]><r>&f;</r>',
+        "network entity": f'<!DOCTYPE r [<!ENTITY n SYSTEM "{url}/n">]><r>&n;</r>',
+        "parameter entity": f'<!DOCTYPE r [<!ENTITY % p SYSTEM "{url}/p.dtd"> %p;]><r/>',
+        "external DTD over http": f'<!DOCTYPE r SYSTEM "{url}/d.dtd"><r>&fromdtd;</r>',
+        "external DTD file": f'<!DOCTYPE r SYSTEM "{dtd.as_uri()}"><r>&fromdtd;</r>',
+        "entity in attribute": (
+            f'<!DOCTYPE r [<!ENTITY f SYSTEM "{secret.as_uri()}">]><r a="&f;"/>'
+        ),
+    }
+
+
+def _parse_text(data: bytes, parser: etree.XMLParser) -> str:
+    """Everything the parsed tree exposes: serialisation, text and attribute values."""
+    try:
+        root = etree.fromstring(data, parser=parser)
+    except etree.XMLSyntaxError as exc:  # refusing is fine; the message must not leak either
+        return str(exc)
+    attributes = " ".join(v for e in root.iter() for v in e.attrib.values())
+    return etree.tostring(root, encoding="unicode") + "".join(root.itertext()) + attributes
+
+
+PARSERS: dict[str, Callable[[], etree.XMLParser]] = {
+    "hardened_parser()": hardened_parser,
+    "parse_xml's thread parser": signing_xml._thread_parser,
+}
+
+
+@pytest.mark.parametrize("parser_name", PARSERS)
+def test_bare_parser_reads_no_real_file_and_dials_no_real_socket(
+    secret_files: tuple[Path, Path], listener: socket.socket, parser_name: str
+) -> None:
+    secret, dtd = secret_files
+    port = listener.getsockname()[1]
+    for case, doc in _entity_documents(secret, dtd, port).items():
+        before = resolver_calls()
+        text = _parse_text(doc.encode(), PARSERS[parser_name]())
+        assert MARKER not in text, case
+        assert not _connected(listener, wait=0.05), case
+        assert resolver_calls() == before, case
+    # the probes can see what they look for: an open parser does read the file, and a
+    # connection to the listener is noticed
+    permissive = etree.XMLParser(resolve_entities=True, load_dtd=True, no_network=False)
+    leaked = _parse_text(_entity_documents(secret, dtd, port)["file entity"].encode(), permissive)
+    assert MARKER in leaked
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        assert _connected(listener)
