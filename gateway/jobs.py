@@ -38,7 +38,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from gateway.errors import CircuitOpen, GatewayError, Overloaded, StoreUnavailable
 from gateway.observability import request_id_var
 from gateway.settings import JobKindPolicy, JobSettings
-from gateway.store.base import Attempt, Job, NewJob, QueueFull, Store
+from gateway.store.base import Attempt, Job, NewJob, QueueFull, QueueStats, Store
 from gateway.store.ids import new_id
 
 if TYPE_CHECKING:
@@ -99,10 +99,19 @@ QUEUE_OLDEST = Gauge(
 )
 
 
+#: kinds this process has exported gauges for
+_EXPORTED_KINDS: set[str] = set()
+
+
 async def export_queue_stats(store: Store) -> None:
     """Set the queue gauges from the store: at every scrape of ``/metrics`` (so a server with
     no workers exports them too) and periodically in the worker pool."""
-    for stat in await store.jobs.stats(now=time.time()):
+    stats = await store.jobs.stats(now=time.time())
+    # the store lists only kinds with jobs: a kind that drained must read 0, not its last value
+    for kind in _EXPORTED_KINDS - {stat.kind for stat in stats}:
+        stats.append(QueueStats(kind=kind, queued=0, in_flight=0, dead=0, oldest_due_age=None))
+    for stat in stats:
+        _EXPORTED_KINDS.add(stat.kind)
         QUEUE_DEPTH.labels(stat.kind, "queued").set(stat.queued)
         QUEUE_DEPTH.labels(stat.kind, "in_flight").set(stat.in_flight)
         QUEUE_DEPTH.labels(stat.kind, "dead").set(stat.dead)

@@ -22,6 +22,7 @@ from support.uvicorn_server import serving
 
 from gateway.app import create_app
 from gateway.runtime import Runtime
+from gateway.store.base import Attempt
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -58,3 +59,14 @@ async def test_queue_gauges_come_from_the_store_without_workers(app: Litestar) -
         await runtime.jobs.enqueue(kind, {"n": 3})
         again = await client.get("/metrics", headers=OPERATOR.headers)
         assert _sample(again.text, "gateway_queue_jobs", kind=kind, state="queued") == 3.0
+
+        # the kind drains (leased and acknowledged here, as a worker would): back to 0, not
+        # the last value, although the store no longer lists the kind
+        for _ in range(3):
+            job = await runtime.store.jobs.lease("test", visibility=30, now=time.time() + 7200)
+            assert job is not None and job.kind == kind
+            done = Attempt(at=time.time())
+            assert await runtime.store.jobs.ack(job.id, "test", now=time.time(), attempt=done)
+        drained = await client.get("/metrics", headers=OPERATOR.headers)
+        assert _sample(drained.text, "gateway_queue_jobs", kind=kind, state="queued") == 0.0
+        assert _sample(drained.text, "gateway_queue_jobs", kind=kind, state="in_flight") == 0.0
