@@ -3,6 +3,11 @@
 Scripts run with EVALSHA and are loaded again on NOSCRIPT (a restarted Redis has forgotten
 them). Connection errors and timeouts become ``StoreUnavailable``; redis-py reconnects by
 itself on the next command, so a store survives a Redis restart without help.
+
+A ``redis+sentinel://`` URL (see ``_redis_sentinel``) gets the same pool options through a
+``SentinelConnectionPool``: each new connection asks the sentinels for the current primary, and
+a connection still open to a demoted primary is dropped on its first READONLY answer, so the
+store follows a failover. Other URLs take the plain pool, unchanged.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
 from gateway.store._redis_lua import Script
+from gateway.store._redis_sentinel import SentinelTarget, is_sentinel_url, parse_sentinel_url
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -47,6 +54,8 @@ MAX_CONNECTIONS = MAX_CALLS + 16
 #: seconds one store call may take (a hung server, a lost reply); then StoreUnavailable. A
 #: cancelled redis-py command drops its connection, so no stale reply is read later.
 CALL_TIMEOUT = 10.0
+#: seconds to connect (a data node or a sentinel); a sentinel must also answer within this
+SOCKET_CONNECT_TIMEOUT = 2.0
 
 
 def as_str(value: Any) -> str:
@@ -139,27 +148,46 @@ class Conn:
         self.slots = asyncio.Semaphore(MAX_CALLS)
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._sentinel: Sentinel | None = None
+        # a bad Sentinel URL is a configuration error, raised when the store is built
+        self._target = parse_sentinel_url(url) if is_sentinel_url(url) else None
 
     def connect(self) -> None:
         if self._client is not None:
             return
+        if self._target is not None:
+            self._client = self._sentinel_client(self._target)
+            return
         # a burst of concurrent calls waits for a slot (``slots``) instead of failing with
         # MaxConnectionsError; a plain pool is cheaper per command than the blocking one
-        pool = aioredis.ConnectionPool.from_url(
-            self.url,
-            max_connections=MAX_CONNECTIONS,
-            socket_connect_timeout=2.0,
-            # no socket_timeout: redis-py would wrap every send in asyncio.wait_for, which
-            # costs a task per command on Python 3.11; ``guard`` bounds each call instead
-            socket_timeout=None,
-            socket_keepalive=True,
-            # only connection errors are retried: a timed-out command may have run, and the
-            # job scripts are not all idempotent. One quick retry covers a dropped pooled
-            # connection after a Redis restart.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2, (RedisConnectionError,)),
-            health_check_interval=30,
-        )
+        pool = aioredis.ConnectionPool.from_url(self.url, **_pool_options())
         self._client = aioredis.Redis(connection_pool=pool)
+
+    def _sentinel_client(self, target: SentinelTarget) -> aioredis.Redis:
+        # the sentinels are asked once per new connection, rarely: a socket timeout there
+        # costs nothing on the hot path and lets discovery move on from a hung sentinel. No
+        # retry per sentinel (redis-py's default backs off for seconds): discovery tries the
+        # next one at once, and the pool's retry covers a whole discovery.
+        sentinel_options: dict[str, Any] = {
+            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+            "socket_timeout": SOCKET_CONNECT_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),
+            "socket_keepalive": True,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+        }
+        # redis-py's Sentinel is untyped
+        self._sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+        client: aioredis.Redis = self._sentinel.master_for(
+            target.service_name,
+            redis_class=aioredis.Redis,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            connection_class=_PrimaryConnection,
+            **_pool_options(),
+        )
+        return client
 
     @property
     def client(self) -> aioredis.Redis:
@@ -175,6 +203,9 @@ class Conn:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        sentinel, self._sentinel = self._sentinel, None
+        for node in sentinel.sentinels if sentinel is not None else ():
+            await node.aclose()
 
     def key(self, *parts: str) -> str:
         return self.prefix + "".join(parts)
@@ -249,6 +280,42 @@ class Conn:
         for call in batch:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         return list(await pipe.execute(raise_on_error=False))
+
+
+class _PrimaryConnection(SentinelManagedConnection):
+    """Asks the sentinels for the primary on every connect, reconnects included.
+
+    redis-py asks them only when the pool opens a connection: the reconnect of a retried
+    command (``send_packed_command``) opens the socket to the last address. After a failover
+    the retry of a command refused by the demoted primary (READONLY) would go back to it, and
+    fail; here it goes to the new primary. A new connection asks twice, which is rare."""
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+def _pool_options() -> dict[str, Any]:
+    """The pool options of both kinds of URL."""
+    return {
+        "max_connections": MAX_CONNECTIONS,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        # no socket_timeout: redis-py would wrap every send in asyncio.wait_for, which costs a
+        # task per command on Python 3.11; ``guard`` bounds each call instead
+        "socket_timeout": None,
+        "socket_keepalive": True,
+        # only connection errors are retried: a timed-out command may have run, and the job
+        # scripts are not all idempotent. One quick retry covers a dropped pooled connection
+        # after a Redis restart, and a connection to a primary demoted by a failover (redis-py
+        # turns its READONLY into a connection error: the command did not run).
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2, (RedisConnectionError,)),
+        "health_check_interval": 30,
+    }
 
 
 def _is_noscript(result: Any) -> bool:
