@@ -7,6 +7,7 @@ shared Redis), with passwords on both, and stops them in fixture finalizers. Ski
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -115,7 +116,7 @@ class Deployment:
             f"requirepass {SENTINEL_PASSWORD}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 1\n"
             f"sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n"
-            f"sentinel down-after-milliseconds {SERVICE} 2000\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
             f"sentinel failover-timeout {SERVICE} 10000\n"
         )
         proc = Proc(
@@ -244,8 +245,7 @@ async def test_a_wrong_sentinel_password_makes_the_store_unavailable(
         await store.close()
 
 
-@needs_redis_server
-async def test_the_store_follows_a_failover(deployment: Deployment) -> None:
+def primary_and_replica(deployment: Deployment) -> tuple[Proc, Proc]:
     primary = deployment.data_node()
     replica = deployment.data_node(replica_of=primary.port)
 
@@ -253,6 +253,12 @@ async def test_the_store_follows_a_failover(deployment: Deployment) -> None:
         return replica.client.info("replication").get("master_link_status") == "up"
 
     wait_for(replica_in_sync, 10, lambda: f"replica never synced: {replica.output()}")
+    return primary, replica
+
+
+@needs_redis_server
+async def test_the_store_follows_a_failover(deployment: Deployment) -> None:
+    primary, replica = primary_and_replica(deployment)
     sentinel = deployment.sentinel(primary)
     store = RedisStore(sentinel_url(sentinel), key_prefix=prefix())
     await store.open()
@@ -291,5 +297,40 @@ async def test_the_store_follows_a_failover(deployment: Deployment) -> None:
         await jobs_round_trip(store, time.time())
         assert replica.client.get(f"{store.key_prefix}v:after") == "2"
         assert await store.get("before") == b"1"
+    finally:
+        await store.close()
+
+
+@needs_redis_server
+async def test_calls_fail_as_store_unavailable_until_the_sentinel_promotes_a_replica(
+    deployment: Deployment,
+) -> None:
+    primary, replica = primary_and_replica(deployment)
+    sentinel = deployment.sentinel(primary)
+    store = RedisStore(sentinel_url(sentinel), key_prefix=prefix())
+    await store.open()
+    try:
+        assert await store.incr("n") == 1
+        wait_for(
+            lambda: replica.client.get(f"{store.key_prefix}v:n") == "1",
+            5,
+            lambda: "the write never reached the replica",
+        )
+        primary.popen.kill()  # a crash: the sentinel notices after down-after-milliseconds
+        primary.popen.wait(timeout=5)
+        unavailable = 0
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                value = await store.incr("n")
+                break
+            except StoreUnavailable:  # retryable, and nothing else
+                unavailable += 1
+                assert time.monotonic() < deadline, f"no promotion: {sentinel.output()}"
+                await asyncio.sleep(0.1)
+        assert unavailable > 0, "the outage was not seen"
+        assert value == 2  # the failed calls did not run anywhere
+        assert primary_port(sentinel) == replica.port
+        await jobs_round_trip(store, time.time())
     finally:
         await store.close()
